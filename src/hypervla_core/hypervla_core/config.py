@@ -1,0 +1,101 @@
+"""Model and training configuration as plain dataclasses (serialized to JSON in checkpoints)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelConfig:
+    model_type: str = "hypervla"  # "hypervla" (generated base policy) or "monolithic" (the twin)
+    # Camera input: every frame is resized to image_size x image_size RGB.
+    image_size: int = 64
+    # Shared vision encoder: "conv" (small patch encoder trained from scratch) or "hf"
+    # (a transformers vision tower - DINOv2, SigLIP, CLIP - loaded from vision_path, a local folder).
+    vision_encoder: str = "conv"
+    vision_path: str = ""
+    vision_dim: int = 64  # conv: width of the patch tokens (hf: read from the model)
+    conv_channels: tuple[int, ...] = (32, 64)  # conv stem widths; each layer halves the resolution
+    # Language encoder: a transformers encoder from a local folder; "" = MiniLM-L6 shipped on PyPI.
+    language_path: str = ""
+    max_tokens: int = 32
+    # Hypernetwork (context encoder + one head per generated tensor).
+    hn_dim: int = 128
+    hn_layers: int = 2
+    hn_heads: int = 4
+    hn_mlp: int = 512
+    use_first_frame: bool = True
+    # Generated base policy (a tiny pre-LN transformer over image tokens + proprio + action token).
+    base_dim: int = 32
+    base_layers: int = 2
+    base_heads: int = 2
+    base_mlp: int = 64
+    # Monolithic twin: one transformer over instruction + image tokens at every step.
+    mono_dim: int = 256
+    mono_layers: int = 4
+    mono_heads: int = 4
+    mono_mlp: int = 1024
+    # Actions: chunks of action_horizon 7-D end-effector actions (xyz, rpy, gripper).
+    proprio_dim: int = 4
+    action_horizon: int = 4
+    action_dim: int = 7
+
+    @property
+    def num_patches(self) -> int:
+        side = self.image_size // (2 ** (len(self.conv_channels) + 1))
+        return side * side
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        d = dict(d)
+        if "conv_channels" in d:
+            d["conv_channels"] = tuple(d["conv_channels"])
+        return cls(**d)
+
+    @classmethod
+    def reference(cls, **overrides) -> "ModelConfig":
+        """The paper's sizes (DESIGN.md section 1): DINOv2-base/T5-base shapes, 128-d HN, 64-d 4-block base."""
+        ref = dict(
+            image_size=224, vision_dim=768, hn_dim=128, hn_layers=6, hn_heads=4, hn_mlp=512,
+            base_dim=64, base_layers=4, base_heads=4, base_mlp=128, max_tokens=32,
+            mono_dim=512, mono_layers=8, mono_heads=8, mono_mlp=2048,
+        )
+        ref.update(overrides)
+        return cls(**ref)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 4000
+    batch_size: int = 64
+    lr: float = 3e-4
+    vision_lr: float = 3e-4  # shared vision encoder (the paper fine-tunes a pretrained one at 3e-5)
+    weight_decay: float = 0.05  # only on heads that generate base-policy kernels (and dense kernels)
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    gripper_loss_weight: float = 0.5
+    eval_every: int = 0  # steps between closed-loop evaluations (0 = only at the end)
+    eval_episodes: int = 5
+    checkpoint_every: int = 1000
+    seed: int = 0
+    num_workers: int = 0
+    augment: bool = True  # random shifts of the camera image
+    threads: int = 2
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown train config keys: {sorted(unknown)}")
+        return cls(**d)

@@ -1,0 +1,79 @@
+"""One place for configuration: node parameter defaults come from config/hypervla.yaml.
+
+Each node lists its parameters with a description and optional range here; the values live in the YAML
+(`node_name: ros__parameters:`), which launch files, the bring-up command, the demo and the tests all use.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+from collections import deque
+
+import numpy as np
+import yaml
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+
+def config_path() -> pathlib.Path:
+    """HYPERVLA_CONFIG, else the source tree's config/, else the installed share/hypervla/config/."""
+    if os.environ.get("HYPERVLA_CONFIG"):
+        return pathlib.Path(os.environ["HYPERVLA_CONFIG"])
+    repo = pathlib.Path(__file__).resolve().parents[3] / "config" / "hypervla.yaml"
+    if repo.is_file():
+        return repo
+    from ament_index_python.packages import get_package_share_directory
+
+    return pathlib.Path(get_package_share_directory("hypervla")) / "config" / "hypervla.yaml"
+
+
+def load_config(path: pathlib.Path | None = None) -> dict:
+    return yaml.safe_load((path or config_path()).read_text())
+
+
+def node_defaults(node_name: str, path: pathlib.Path | None = None) -> dict:
+    cfg = load_config(path)
+    if node_name not in cfg or "ros__parameters" not in cfg[node_name]:
+        raise KeyError(f"{path or config_path()} has no '{node_name}: ros__parameters:' section")
+    return cfg[node_name]["ros__parameters"]
+
+
+def resolve_path(value: str) -> str:
+    """Relative paths (checkpoints) are taken from the directory above config/, i.e. the repo or share root."""
+    p = pathlib.Path(value)
+    if p.is_absolute() or p.exists():
+        return str(p)
+    return str(config_path().resolve().parents[1] / p)
+
+
+def declare(node, schema: dict[str, tuple], defaults: dict) -> dict:
+    """Declare every parameter in schema {name: (description, range or None)} with its YAML default."""
+    values = {}
+    for name, (description, bounds) in schema.items():
+        if name not in defaults:
+            raise KeyError(f"parameter {node.get_name()}.{name} has no default in {config_path()}")
+        default = defaults[name]
+        desc = ParameterDescriptor(description=description)
+        if bounds is not None:
+            lo, hi = bounds
+            if isinstance(default, float):
+                desc.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+            elif isinstance(default, int) and not isinstance(default, bool):
+                desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+        values[name] = node.declare_parameter(name, default, desc).value
+    return values
+
+
+class Window:
+    """Rolling window of samples for p50/p99 reports."""
+
+    def __init__(self, size: int = 1000):
+        self.samples: deque[float] = deque(maxlen=size)
+
+    def add(self, value: float) -> None:
+        self.samples.append(value)
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.samples, q)) if self.samples else 0.0
+
+    def __len__(self) -> int:
+        return len(self.samples)

@@ -1,0 +1,117 @@
+"""policy_generator: serves GeneratePolicy. Instruction (+ first frame) -> generated task-policy weights.
+
+Holds the hypernetwork and the language encoder; runs once per task, never in the control loop.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from hypervla_msgs.srv import GeneratePolicy
+from rclpy.node import Node
+
+from hypervla_core.runtime import Generator, InputError
+
+from .image_conversion import ImageError, image_to_rgb
+from .node_config import Window, declare, node_defaults, resolve_path
+from .policy_msgs import to_msg
+
+SCHEMA = {
+    "checkpoint": ("checkpoint folder (config.json, model.safetensors, stats.json)", None),
+    "device": ("torch device for the hypernetwork and language encoder: cpu or cuda", None),
+    "cache_size": ("generated policies kept in the LRU cache", (0, 10000)),
+    "max_instruction_chars": ("longest instruction accepted", (1, 100000)),
+    "max_image_bytes": ("largest first image accepted, in bytes", (1, 1 << 30)),
+    "service_name": ("name of the GeneratePolicy service", None),
+    "diagnostics_period_s": ("seconds between /diagnostics messages", (0.1, 60.0)),
+    "torch_threads": ("intra-op threads for generation (0 = torch default)", (0, 64)),
+}
+
+
+class PolicyGeneratorNode(Node):
+    def __init__(self):
+        super().__init__("policy_generator")
+        self.p = declare(self, SCHEMA, node_defaults("policy_generator"))
+        if self.p["torch_threads"]:
+            import torch
+
+            torch.set_num_threads(self.p["torch_threads"])
+        start = time.perf_counter()
+        self.generator = Generator.load(resolve_path(self.p["checkpoint"]), device=self.p["device"])
+        self.get_logger().info(f"loaded model {self.generator.model_id} in {time.perf_counter() - start:.1f} s")
+        self.cache: OrderedDict[tuple, object] = OrderedDict()
+        self.hits = self.misses = self.failures = 0
+        self.gen_ms = Window(500)
+        self.srv = self.create_service(GeneratePolicy, self.p["service_name"], self.on_request)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(self.p["diagnostics_period_s"], self.publish_diagnostics)
+
+    def on_request(self, request, response):
+        try:
+            if len(request.instruction) > self.p["max_instruction_chars"]:
+                raise InputError(f"instruction of {len(request.instruction)} characters exceeds "
+                                 f"{self.p['max_instruction_chars']}")
+            first, image_key = None, b""
+            if request.has_first_image:
+                if len(request.first_image.data) > self.p["max_image_bytes"]:
+                    raise InputError(f"first image of {len(request.first_image.data)} bytes exceeds "
+                                     f"{self.p['max_image_bytes']}")
+                first = image_to_rgb(request.first_image)
+                image_key = hashlib.sha256(first.tobytes()).digest()
+            key = (" ".join(request.instruction.split()), image_key, self.generator.model_id)
+            policy = self.cache.get(key)
+            if policy is not None:
+                self.cache.move_to_end(key)
+                self.hits += 1
+            else:
+                policy = self.generator.generate(request.instruction, first)
+                self.misses += 1
+                self.gen_ms.add(policy.generation_time_ms)
+                if self.p["cache_size"] > 0:
+                    self.cache[key] = policy
+                    while len(self.cache) > self.p["cache_size"]:
+                        self.cache.popitem(last=False)
+            response.policy = to_msg(policy, self.get_clock().now().to_msg())
+            response.success, response.message = True, ""
+        except (InputError, ImageError) as exc:
+            self.failures += 1
+            response.success, response.message = False, str(exc)
+            self.get_logger().warning(f"rejected request: {exc}")
+        except Exception as exc:  # a failed generation must not take the service down
+            self.failures += 1
+            response.success, response.message = False, f"generation failed: {type(exc).__name__}: {exc}"
+            self.get_logger().error(response.message)
+        return response
+
+    def publish_diagnostics(self):
+        st = DiagnosticStatus(name="hypervla: policy_generator", hardware_id=self.generator.model_id)
+        st.level, st.message = DiagnosticStatus.OK, "ready"
+        values = {
+            "model_id": self.generator.model_id, "device": self.p["device"],
+            "cache_entries": len(self.cache), "cache_hits": self.hits, "cache_misses": self.misses,
+            "failures": self.failures, "generation_ms_p50": f"{self.gen_ms.percentile(50):.2f}",
+            "generation_ms_p99": f"{self.gen_ms.percentile(99):.2f}",
+        }
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[st])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(msg)
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = PolicyGeneratorNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

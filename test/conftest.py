@@ -1,0 +1,44 @@
+"""Shared fixtures. Every test session gets its own ROS_DOMAIN_ID so concurrent runs never cross-talk."""
+import os
+import pathlib
+import random
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config" / "hypervla.yaml"
+
+# Set before rclpy initializes anywhere in this process or its children.
+if "HYPERVLA_TEST_DOMAIN" not in os.environ:
+    os.environ["HYPERVLA_TEST_DOMAIN"] = str(random.SystemRandom().randint(1, 100))
+os.environ["ROS_DOMAIN_ID"] = os.environ["HYPERVLA_TEST_DOMAIN"]
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+
+@pytest.fixture(scope="session")
+def language():
+    from hypervla_core.encoders import LanguageEncoder
+
+    return LanguageEncoder()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory, language):
+    """Untrained checkpoints of both model types (fast to build; real files on disk)."""
+    import torch
+
+    from hypervla_core import checkpoint as ckpt
+    from hypervla_core.config import ModelConfig
+    from hypervla_core.model import VLA
+
+    torch.manual_seed(0)
+    out = {}
+    for kind in ("hypervla", "monolithic"):
+        cfg = ModelConfig(model_type=kind, mono_dim=64, mono_mlp=128, mono_layers=2)
+        model = VLA(cfg, language.dim)
+        folder = tmp_path_factory.mktemp(kind)
+        stats = ckpt.Stats.identity(cfg)
+        stats.action_std[:] = 0.01
+        ckpt.save(folder, cfg, language.dim, model.state_dict(), stats)
+        out[kind] = folder
+    return out

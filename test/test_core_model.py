@@ -1,0 +1,141 @@
+"""hypervla_core model: hypernetwork init, per-sample generated weights, the twin, encoders."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hypervla_core.config import ModelConfig
+from hypervla_core.model import VLA, base_policy_forward
+
+
+def _inputs(language, instructions, size=64):
+    tokens, mask = language(instructions)
+    images = torch.rand(len(instructions), 3, size, size) * 2 - 1
+    return tokens, mask, images
+
+
+def test_bias_hyperinit_gives_same_well_initialized_policy_for_any_instruction(language):
+    torch.manual_seed(0)
+    model = VLA(ModelConfig(), language.dim)
+    tokens, mask, images = _inputs(language, ["open the drawer", "push the puck to the goal"])
+    task = model.condition(tokens, mask, images)
+    for name, t in task.items():
+        assert torch.equal(t[0], t[1]), f"{name} differs between instructions at init"
+    # Intended init statistics of what is generated.
+    for name, shape in model.spec.items():
+        t = task[name][0]
+        if name.endswith(".w"):
+            assert t.std().item() == pytest.approx(1 / math.sqrt(shape[0]), rel=0.2), name
+        elif name.endswith(".g"):
+            assert torch.all(t == 1), name
+        elif name in ("pos", "act_tok"):
+            assert t.std().item() == pytest.approx(0.02, rel=0.35), name
+        else:
+            assert torch.all(t == 0), name
+
+
+def test_hn_embedding_has_unit_norm(language):
+    model = VLA(ModelConfig(), language.dim)
+    tokens, mask, images = _inputs(language, ["close the window"])
+    e = model.hypernet.context(tokens, mask, model.vision(images).mean(1))
+    assert e.norm().item() == pytest.approx(1.0, rel=0.05)
+
+
+def test_training_makes_policies_task_dependent(language):
+    torch.manual_seed(0)
+    model = VLA(ModelConfig(), language.dim)
+    tokens, mask, images = _inputs(language, ["open the drawer", "close the drawer"])
+    target = torch.tensor([[1.0], [-1.0]]).expand(2, 4 * 6).reshape(2, 4, 6)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(5):
+        chunk, _ = model(tokens, mask, images, images)
+        loss = torch.nn.functional.mse_loss(chunk, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    task = model.condition(tokens, mask, images)
+    assert not torch.allclose(task["head.w"][0], task["head.w"][1])
+
+
+def test_per_sample_weights_match_single_sample_runs(language):
+    torch.manual_seed(0)
+    model = VLA(ModelConfig(), language.dim)
+    for head in model.hypernet.heads:  # make generated weights instruction dependent
+        torch.nn.init.normal_(head.weight, std=0.05)
+    tokens, mask, images = _inputs(language, ["reach the goal", "press the button from the top", "open the door"])
+    with torch.no_grad():
+        task = model.condition(tokens, mask, images)
+        vis = model.vision(images)
+        batched, grip = base_policy_forward(task, model.cfg, vis, torch.zeros(3, 4))
+        for i in range(3):
+            one = {k: v[i:i + 1] for k, v in task.items()}
+            single, g1 = base_policy_forward(one, model.cfg, vis[i:i + 1], torch.zeros(1, 4))
+            torch.testing.assert_close(single[0], batched[i], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(g1[0], grip[i], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(batched[0], batched[1])
+
+
+def test_monolithic_twin_same_interface_and_far_more_activated_params(language):
+    hyper = VLA(ModelConfig(), language.dim)
+    mono = VLA(ModelConfig(model_type="monolithic"), language.dim)
+    tokens, mask, images = _inputs(language, ["open the drawer", "reach the goal"])
+    chunk, grip = mono(tokens, mask, images, images, torch.zeros(2, 4))
+    assert chunk.shape == (2, 4, 6) and grip.shape == (2, 4)
+    h, m = hyper.parameter_counts(), mono.parameter_counts()
+    # Comparable trainable capacity, very different per-step cost.
+    assert 0.5 < m["total_trainable"] / h["total_trainable"] < 2.0
+    assert m["activated_per_step"] / h["activated_per_step"] >= 20
+
+
+def test_actions_are_squashed_to_bounded_normalized_range(language):
+    model = VLA(ModelConfig(), language.dim)
+    for head in model.hypernet.heads:
+        torch.nn.init.normal_(head.weight, std=50.0)  # absurd weights
+    tokens, mask, images = _inputs(language, ["push the puck"])
+    chunk, _ = model(tokens, mask, images, images)
+    assert chunk.abs().max().item() <= 5.0
+
+
+def test_reference_config_shapes():
+    cfg = ModelConfig.reference(vision_encoder="conv", conv_channels=(32, 64, 128))
+    model = VLA(cfg, 768)
+    counts = model.parameter_counts()
+    # DESIGN.md section 1: about 0.2M generated parameters with a 64-d, 4-block base policy.
+    assert 150_000 < counts["generated_per_task"] < 300_000
+    assert model.hypernet.cfg.hn_layers == 6
+
+
+@pytest.mark.parametrize("kind", ["dinov2", "siglip", "clip"])
+def test_hf_vision_towers_from_tiny_random_configs(language, kind):
+    from transformers import CLIPVisionConfig, Dinov2Config, SiglipVisionConfig
+
+    common = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                  image_size=32, patch_size=8)
+    hf_cfg = {"dinov2": Dinov2Config, "siglip": SiglipVisionConfig, "clip": CLIPVisionConfig}[kind](**common)
+    cfg = ModelConfig(vision_encoder="hf", image_size=32)
+    model = VLA(cfg, language.dim, hf_vision_config=hf_cfg)
+    assert model.num_patches == 16 and model.vision_dim == 32
+    tokens, mask, images = _inputs(language, ["open the drawer"], size=32)
+    chunk, grip = model(tokens, mask, images, images)
+    assert torch.isfinite(chunk).all() and chunk.shape == (1, 4, 6)
+
+
+def test_unknown_model_type_is_rejected():
+    with pytest.raises(ValueError, match="model_type"):
+        VLA(ModelConfig(model_type="giant"), 384)
+
+
+def test_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ModelConfig.from_dict({"image_size": 64, "bogus": 1})
+
+
+def test_preprocess_range():
+    from hypervla_core.runtime import image_tensor
+
+    img = np.zeros((480, 640, 3), np.uint8)
+    img[..., 0] = 255
+    x = image_tensor(img, 64)
+    assert x.shape == (1, 3, 64, 64)
+    assert x[0, 0].min().item() == pytest.approx(1.0) and x[0, 1].max().item() == pytest.approx(-1.0)
