@@ -36,9 +36,21 @@ def tiny_checkpoints(tmp_path_factory, language):
     for kind in ("hypervla", "monolithic"):
         cfg = ModelConfig(model_type=kind, mono_dim=64, mono_mlp=128, mono_layers=2)
         model = VLA(cfg, language.dim)
+        if model.hypernet is not None:  # as after some training: policies differ per instruction
+            for head in model.hypernet.heads:
+                torch.nn.init.normal_(head.weight, std=0.02)
         folder = tmp_path_factory.mktemp(kind)
         stats = ckpt.Stats.identity(cfg)
         stats.action_std[:] = 0.01
         ckpt.save(folder, cfg, language.dim, model.state_dict(), stats)
         out[kind] = folder
     return out
+
+
+@pytest.fixture(scope="session")
+def ros():
+    import rclpy
+
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()

@@ -27,6 +27,61 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_gen_data(args) -> int:
+    from .gen_data import generate
+
+    generate(args.out, args.suite, args.episodes, args.seed, args.workers, args.image_size, args.noise,
+             args.max_steps, args.tasks_file)
+    return 0
+
+
+def _configs(args):
+    import yaml
+
+    from .config import ModelConfig, TrainConfig
+
+    raw = yaml.safe_load(open(args.config)) if args.config else {}
+    model = ModelConfig.from_dict(raw.get("model", {}))
+    train = TrainConfig.from_dict(raw.get("train", {}))
+    if getattr(args, "model_type", None):
+        model.model_type = args.model_type
+    for key in ("steps", "batch_size", "seed", "lr", "eval_every"):
+        if getattr(args, key, None) is not None:
+            setattr(train, key, getattr(args, key))
+    return model, train
+
+
+def cmd_train(args) -> int:
+    from .train import Trainer
+
+    model_cfg, train_cfg = _configs(args)
+    trainer = Trainer(model_cfg, train_cfg, args.data, args.out, tasks_file=args.tasks_file)
+    if args.resume and trainer.resume():
+        print(f"resumed at step {trainer.step}")
+    print(json.dumps(trainer.train(), indent=2))
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from . import checkpoint as ckpt
+    from .train import Trainer
+
+    loaded = ckpt.load(args.checkpoint)
+    _, train_cfg = _configs(args)
+    trainer = Trainer(loaded.cfg, train_cfg, args.data, args.out, init_from=args.checkpoint,
+                      tasks_file=args.tasks_file)
+    print(json.dumps(trainer.train(), indent=2))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate
+
+    evaluate(args.checkpoint, args.out, args.suite, args.episodes, args.seed, args.phrasings, args.workers,
+             args.max_steps, args.tasks_file, gifs=not args.no_gifs)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hypervla", description="HyperVLA: train, evaluate and inspect models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +90,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("gen-data", help="Meta-World expert demonstrations -> HDF5 (resumable)")
+    p.add_argument("--out", default="data/mt10", help="output folder (one .hdf5 per task)")
+    p.add_argument("--suite", default="mt10", help="suite name from config/tasks.yaml or comma-separated tasks")
+    p.add_argument("--episodes", type=int, default=40, help="successful episodes to keep per task")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="parallel simulator processes")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--noise", type=float, default=0.3, help="std of executed-action noise (Meta-World units)")
+    p.add_argument("--max-steps", type=int, default=200)
+    p.add_argument("--tasks-file", default=None, help="phrasings file (default config/tasks.yaml)")
+    p.set_defaults(func=cmd_gen_data)
+
+    p = sub.add_parser("train", help="train HyperVLA (or the monolithic twin) on HDF5 demonstrations")
+    p.add_argument("--data", nargs="+", default=["data/mt10"], help="HDF5 files or folders")
+    p.add_argument("--out", required=True, help="checkpoint folder")
+    p.add_argument("--config", default="config/train.yaml", help="YAML with model: and train: sections")
+    p.add_argument("--model-type", choices=["hypervla", "monolithic"])
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
+    p.add_argument("--tasks-file", default=None)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="few-shot adaptation of a trained checkpoint (whole hypernetwork)")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", nargs="+", required=True, help="the new task's demonstrations")
+    p.add_argument("--out", required=True)
+    p.add_argument("--config", default="config/finetune.yaml")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--tasks-file", default=None)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("eval", help="closed-loop success in Meta-World on unseen positions")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", default="runs/eval")
+    p.add_argument("--suite", default="mt10")
+    p.add_argument("--episodes", type=int, default=50, help="episodes per task")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--phrasings", default="train", help="'train' or 'heldout' (never seen in training)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--max-steps", type=int, default=200)
+    p.add_argument("--tasks-file", default=None, help="phrasings file (default config/tasks.yaml)")
+    p.add_argument("--no-gifs", action="store_true")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -139,7 +139,7 @@ class TaskPolicy:
         """Attach to a Runtime; rejects a policy made by another model or for another architecture."""
         runtime.check_compatible(self)
         self.runtime = runtime
-        self._task = {k: torch.from_numpy(np.asarray(v, np.float32)).unsqueeze(0) for k, v in self.tensors.items()}
+        self._task = {k: torch.from_numpy(np.array(v, np.float32)).unsqueeze(0) for k, v in self.tensors.items()}
         self._ensembler = ChunkEnsembler(self.action_horizon)
         return self
 

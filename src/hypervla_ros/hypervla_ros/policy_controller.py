@@ -50,9 +50,12 @@ SCHEMA = {
     "twist_topic": ("optional geometry_msgs/TwistStamped output for servo controllers ('' = off)", None),
     "generator_service": ("GeneratePolicy service name", None),
     "generator_timeout_s": ("give up on a generation request after this long", (0.1, 600.0)),
+    "switch_grace_s": ("on a task switch, the old policy may keep running this long while waiting", (0.0, 10.0)),
     "generator_retry_s": ("seconds between attempts while the generator is absent or failed", (0.05, 60.0)),
+    "act_on_frame": ("compute the action as soon as a frame arrives (else on the next timer tick)", None),
     "max_image_age_s": ("no motion from a camera frame older than this", (0.001, 10.0)),
-    "send_first_frame": ("send the latest frame with the generation request", None),
+    "send_first_frame": ("send the first frame after the instruction with the generation request", None),
+    "first_frame_wait_s": ("wait this long for a frame newer than the instruction before asking", (0.0, 10.0)),
     "max_translation": ("per-axis translation clamp, metres per step", (0.0, 1.0)),
     "max_rotation": ("per-axis rotation clamp, radians per step", (0.0, 3.2)),
     "max_step_change": ("largest change of a continuous dim between steps", (0.0, 1.0)),
@@ -82,7 +85,8 @@ class PolicyControllerNode(Node):
         self.pending = None  # (instruction, future, sent_ns) while a request is in flight
         self.next_try_ns = 0
         self.fault = ""
-        self.frame = None  # (rgb, stamp_ns, seq)
+        self.frame = None  # (rgb, stamp_ns, seq, received_ns)
+        self.instruction_ns = 0
         self.frame_seq = self.used_seq = 0
         self.proprio = None  # (array, recv_ns)
         self.estop_input = self.estop_latched = False
@@ -121,9 +125,11 @@ class PolicyControllerNode(Node):
         return self.get_clock().now().nanoseconds
 
     def _store_frame(self, rgb: np.ndarray, header) -> None:
-        stamp = _ns(header.stamp) or self.now_ns()
+        now = self.now_ns()
         self.frame_seq += 1
-        self.frame = (rgb, stamp, self.frame_seq)
+        self.frame = (rgb, _ns(header.stamp) or now, self.frame_seq, now)
+        if self.p["act_on_frame"]:  # lowest latency: act now; the timer still runs watchdog and status
+            self._step(now)
 
     def _reject(self, what: str, exc: Exception) -> None:
         self.bad_inputs += 1
@@ -159,6 +165,7 @@ class PolicyControllerNode(Node):
         if text == self.instruction:
             return
         self.instruction = text
+        self.instruction_ns = self.now_ns()
         self.fault = ""
         self.next_try_ns = 0
         self.get_logger().info(f"new instruction: {text[:80]!r}")
@@ -192,8 +199,12 @@ class PolicyControllerNode(Node):
         if not self.client.service_is_ready():
             self.next_try_ns = now + int(self.p["generator_retry_s"] * 1e9)
             return
+        fresh = self.frame is not None and self.frame[3] >= self.instruction_ns
+        if self.p["send_first_frame"] and not fresh and now - self.instruction_ns < self.p["first_frame_wait_s"] * 1e9:
+            self.next_try_ns = now + 5_000_000  # the episode's first frame is still on its way
+            return
         req = GeneratePolicy.Request(instruction=self.instruction)
-        if self.p["send_first_frame"] and self.frame is not None:
+        if self.p["send_first_frame"] and fresh:
             req.has_first_image = True
             req.first_image = rgb_to_image(self.frame[0])
         future = self.client.call_async(req)
@@ -244,11 +255,13 @@ class PolicyControllerNode(Node):
                 return S.FAULT, self.fault
             if not self.instruction:
                 return S.IDLE, "no instruction"
-            if self.policy is None:
+            # The previous policy keeps running while a switch request is in flight, for switch_grace_s at
+            # most (a dead generator must not leave the old task running); otherwise hold still.
+            in_grace = self.pending is not None and now - self.instruction_ns < self.p["switch_grace_s"] * 1e9
+            if self.policy is None or not in_grace:
                 if self.pending is None and not self.client.service_is_ready():
                     return S.WAITING_POLICY, "generator service unavailable"
                 return S.WAITING_POLICY, "waiting for generated policy"
-            # a switch is in flight: the previous policy keeps running until the new one arrives
         hb = self.p["heartbeat_timeout_s"]
         if hb > 0 and (self.last_heartbeat_ns is None or now - self.last_heartbeat_ns > hb * 1e9):
             return S.STALE, "heartbeat missing"
@@ -270,7 +283,13 @@ class PolicyControllerNode(Node):
                 self.deadline_misses += 1
         self.last_tick_ns = start
         self._service_generator(start)
-        state, reason = self._state(start)
+        state, reason = self._step(start)
+        self._publish_status(state, reason)
+        if self.now_ns() - start > self.period_ns:
+            self.deadline_misses += 1
+
+    def _step(self, now: int) -> tuple[int, str]:
+        state, reason = self._state(now)
         if state != S.RUNNING:
             self.was_running = False
         elif self.frame[2] != self.used_seq:  # act once per new frame; never twice on the same data
@@ -278,13 +297,11 @@ class PolicyControllerNode(Node):
                 self.policy.reset()
                 self.safety.reset()
                 self.was_running = True
-            state, reason = self._act(start)
-        self._publish_status(state, reason)
-        if self.now_ns() - start > self.period_ns:
-            self.deadline_misses += 1
+            state, reason = self._act()
+        return state, reason
 
-    def _act(self, start: int) -> tuple[int, str]:
-        rgb, stamp, seq = self.frame
+    def _act(self) -> tuple[int, str]:
+        rgb, stamp, seq, _ = self.frame
         self.used_seq = seq
         policy = self.policy
         proprio = self.proprio[0] if self.proprio is not None else None

@@ -1,0 +1,174 @@
+"""Demonstrations in HDF5, LIBERO/robomimic layout, streamed with action chunking.
+
+Layout read and written (one file per task or per dataset):
+  data/                          attrs: problem_info (LIBERO: JSON with "language_instruction")
+  data/demo_<k>/                 attrs: language_instruction, task, seed, num_samples
+  data/demo_<k>/obs/<image_key>  (T, H, W, 3) uint8   (ours and LIBERO: agentview_rgb; robomimic: agentview_image)
+  data/demo_<k>/obs/<proprio>    (T, P) float          (keys configurable, concatenated in order)
+  data/demo_<k>/actions          (T, 7) float          xyz, rpy, gripper (> 0 = closed, so LIBERO's -1/+1 works)
+Only the index (file, demo, length, instruction) is held in memory; frames are read per batch.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+IMAGE_KEYS = ("agentview_rgb", "agentview_image", "image")
+
+
+@dataclass
+class DemoRef:
+    path: str
+    name: str
+    length: int
+    instruction: str
+    task: str
+
+
+def _instruction_of(f: h5py.File, demo: h5py.Group, path: pathlib.Path) -> str:
+    for source in (demo.attrs, f["data"].attrs):
+        if "language_instruction" in source:
+            return str(source["language_instruction"])
+    if "problem_info" in f["data"].attrs:  # LIBERO
+        return json.loads(f["data"].attrs["problem_info"])["language_instruction"]
+    # LIBERO file names spell the instruction: pick_up_the_bowl_demo.hdf5
+    return path.stem.removesuffix("_demo").replace("_", " ")
+
+
+def index_files(paths: list[str | pathlib.Path]) -> list[DemoRef]:
+    refs = []
+    files = []
+    for p in paths:
+        p = pathlib.Path(p)
+        files.extend(sorted(p.glob("*.hdf5")) if p.is_dir() else [p])
+    if not files:
+        raise FileNotFoundError(f"no .hdf5 demonstration files in {[str(p) for p in paths]}")
+    for path in files:
+        try:
+            with h5py.File(path, "r") as f:
+                if "data" not in f:
+                    raise ValueError("no 'data' group")
+                for name in sorted(f["data"].keys(), key=lambda n: int(n.split("_")[-1]) if n.split("_")[-1].isdigit() else 0):
+                    demo = f["data"][name]
+                    length = int(demo["actions"].shape[0])
+                    if length == 0:
+                        continue
+                    task = str(demo.attrs.get("task", path.stem))
+                    refs.append(DemoRef(str(path), name, length, _instruction_of(f, demo, path), task))
+        except (OSError, KeyError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable demonstration file ({exc})") from exc
+    return refs
+
+
+def write_demo(f: h5py.File, images: np.ndarray, proprio: np.ndarray, actions: np.ndarray, instruction: str,
+               task: str, seed: int) -> str:
+    data = f.require_group("data")
+    name = f"demo_{len(data.keys())}"
+    g = data.create_group(name)
+    g.create_dataset("obs/agentview_rgb", data=images, dtype=np.uint8, chunks=(1, *images.shape[1:]),
+                     compression="lzf")
+    g.create_dataset("obs/proprio", data=proprio.astype(np.float32))
+    g.create_dataset("actions", data=actions.astype(np.float32))
+    g.attrs.update({"language_instruction": instruction, "task": task, "seed": seed, "num_samples": len(actions)})
+    return name
+
+
+class DemoDataset:
+    """Random (frame, chunk) samples across demos, read from disk per batch: memory bounded by the batch."""
+
+    def __init__(self, paths, horizon: int, proprio_keys=("proprio",), image_key: str | None = None,
+                 phrasings: dict[str, list[str]] | None = None, max_open_files: int = 64):
+        self.refs = index_files(paths)
+        self.horizon = horizon
+        self.proprio_keys = tuple(proprio_keys)
+        self.image_key = image_key
+        self.phrasings = phrasings or {}
+        self.lengths = np.array([r.length for r in self.refs])
+        self.cum = np.concatenate([[0], np.cumsum(self.lengths)])
+        self._files: dict[str, h5py.File] = {}
+        self.max_open_files = max_open_files
+
+    def __len__(self) -> int:
+        return int(self.cum[-1])
+
+    def instructions(self) -> list[str]:
+        out = {r.instruction for r in self.refs}
+        for r in self.refs:
+            out.update(self.phrasings.get(r.task, []))
+        return sorted(out)
+
+    def _file(self, path: str) -> h5py.File:
+        if path not in self._files:
+            if len(self._files) >= self.max_open_files:
+                self._files.pop(next(iter(self._files))).close()
+            self._files[path] = h5py.File(path, "r")
+        return self._files[path]
+
+    def _demo(self, ref: DemoRef) -> h5py.Group:
+        return self._file(ref.path)["data"][ref.name]
+
+    def _image_ds(self, demo: h5py.Group):
+        if self.image_key:
+            return demo["obs"][self.image_key]
+        for key in IMAGE_KEYS:
+            if key in demo["obs"]:
+                return demo["obs"][key]
+        raise KeyError(f"no camera dataset among {IMAGE_KEYS} in {demo.name}")
+
+    def _proprio(self, demo: h5py.Group, t: int) -> np.ndarray:
+        if not self.proprio_keys:
+            return np.zeros(0, np.float32)
+        return np.concatenate([np.asarray(demo["obs"][k][t], np.float32).reshape(-1) for k in self.proprio_keys])
+
+    def statistics(self, max_demos: int = 10_000) -> dict[str, np.ndarray]:
+        """Mean/std of continuous action dims and proprio (std floored: constant dims stay unscaled)."""
+        acts, props = [], []
+        for ref in self.refs[:max_demos]:
+            demo = self._demo(ref)
+            acts.append(np.asarray(demo["actions"][:, :6], np.float64))
+            if self.proprio_keys:
+                props.append(np.concatenate([np.asarray(demo["obs"][k], np.float64).reshape(ref.length, -1)
+                                             for k in self.proprio_keys], axis=1))
+        a = np.concatenate(acts)
+        p = np.concatenate(props) if props else np.zeros((1, 0))
+
+        def floor(std):
+            return np.where(std < 1e-6, 1.0, std)
+
+        return {"action_mean": a.mean(0), "action_std": floor(a.std(0)),
+                "proprio_mean": p.mean(0), "proprio_std": floor(p.std(0))}
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> dict:
+        flat = rng.integers(0, len(self), batch_size)
+        demo_idx = np.searchsorted(self.cum, flat, side="right") - 1
+        order = np.argsort(demo_idx, kind="stable")  # read each demo's frames together
+        images, firsts, props, chunks, masks, texts = [], [], [], [], [], []
+        for i in order:
+            ref = self.refs[demo_idx[i]]
+            t = int(flat[i] - self.cum[demo_idx[i]])
+            demo = self._demo(ref)
+            img_ds = self._image_ds(demo)
+            images.append(img_ds[t])
+            firsts.append(img_ds[0])
+            props.append(self._proprio(demo, t))
+            end = min(t + self.horizon, ref.length)
+            act = np.asarray(demo["actions"][t:end], np.float32)
+            mask = np.zeros(self.horizon, bool)
+            mask[: len(act)] = True
+            if len(act) < self.horizon:  # past the end: repeat the last action, excluded from the loss
+                act = np.concatenate([act, np.repeat(act[-1:], self.horizon - len(act), 0)])
+            chunks.append(act)
+            masks.append(mask)
+            options = self.phrasings.get(ref.task) or [ref.instruction]
+            texts.append(options[rng.integers(len(options))])
+        return {"images": np.stack(images), "first_images": np.stack(firsts), "proprio": np.stack(props),
+                "actions": np.stack(chunks), "mask": np.stack(masks), "instructions": texts}
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()

@@ -1,0 +1,111 @@
+"""`hypervla gen-data`: language-conditioned demonstrations from Meta-World's scripted experts.
+
+Each attempt is one episode with random object/goal positions (seeded, so the same seed gives the same
+episode). The executed action gets Gaussian noise while the clean expert action is recorded (DART-style),
+so the data shows how to recover from small mistakes. Only successful episodes are kept. Files are
+appended task by task; a re-run skips the seeds already attempted (resumable).
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import pathlib
+import time
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from .data import write_demo
+from .sim import MetaWorldTask, load_tasks, suite_tasks
+
+_SIMS: dict[str, MetaWorldTask] = {}
+
+
+def run_episode(task: str, seed: int, image_size: int, noise: float, max_steps: int, settle_steps: int = 10):
+    """One expert episode; returns arrays or None when the expert failed."""
+    sim = _SIMS.get(task)
+    if sim is None:
+        sim = _SIMS[task] = MetaWorldTask(task, image_size=image_size, max_steps=max_steps)
+    rng = np.random.default_rng(seed)
+    obs = sim.reset(seed)
+    images, props, acts = [], [], []
+    success_at = None
+    while not sim.done:
+        clean = sim.expert_action()
+        images.append(obs.image)
+        props.append(obs.proprio)
+        acts.append(clean)
+        executed = clean.copy()
+        executed[:3] += rng.normal(0.0, noise, 3) * 0.01  # noise in Meta-World units (1 = 1 cm)
+        obs, success, _ = sim.step(executed)
+        if success and success_at is None:
+            success_at = sim.steps
+        if success_at is not None and sim.steps >= success_at + settle_steps:
+            break
+    if success_at is None:
+        return None
+    return np.stack(images), np.stack(props), np.stack(acts)
+
+
+def _worker(job):
+    task, seed, image_size, noise, max_steps = job
+    return task, seed, run_episode(task, seed, image_size, noise, max_steps)
+
+
+def _init_worker():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def generate(out_dir: str, suite: str = "mt10", episodes: int = 40, seed: int = 0, workers: int = 2,
+             image_size: int = 64, noise: float = 0.3, max_steps: int = 200, tasks_file=None) -> dict:
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = suite_tasks(suite, tasks_file)
+    phrasings = load_tasks(tasks_file)["tasks"]
+    kept: dict[str, int] = {}
+    attempted: dict[str, set] = {}
+    jobs = []
+    for ti, task in enumerate(tasks):
+        path = out / f"{task}.hdf5"
+        done = set()
+        n_kept = 0
+        if path.exists():
+            with h5py.File(path, "r") as f:
+                done = set(int(s) for s in f.attrs.get("attempted_seeds", []))
+                n_kept = len(f["data"].keys()) if "data" in f else 0
+        kept[task], attempted[task] = n_kept, done
+        # Seeds are disjoint per task and far from evaluation seeds (see evaluate.EVAL_SEED_OFFSET).
+        base = seed * 1_000_000 + ti * 10_000
+        budget = [base + k for k in range(int(episodes * 1.5) + 5) if base + k not in done]
+        jobs += [(task, s, image_size, noise, max_steps) for s in budget[: max(0, int((episodes - n_kept) * 1.3) + 2)]]
+    start = time.time()
+    files = {}
+    try:
+        with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool, \
+                tqdm(total=len(jobs), desc="episodes", unit="ep") as bar:
+            for task, s, result in pool.imap(_worker, jobs, chunksize=1):
+                bar.update(1)
+                if kept[task] >= episodes:
+                    continue
+                if task not in files:
+                    files[task] = h5py.File(out / f"{task}.hdf5", "a")
+                f = files[task]
+                attempted[task].add(s)
+                f.attrs["attempted_seeds"] = sorted(attempted[task])
+                if result is not None:
+                    images, props, acts = result
+                    write_demo(f, images, props, acts, phrasings[task]["train"][0], task, s)
+                    kept[task] += 1
+                f.flush()
+    finally:
+        for f in files.values():
+            f.close()
+    summary = {"suite": suite, "tasks": kept, "episodes_per_task": episodes, "seed": seed,
+               "wall_time_s": round(time.time() - start, 1)}
+    short = {t: n for t, n in kept.items() if n < episodes}
+    print(f"kept {sum(kept.values())} episodes over {len(tasks)} tasks in {summary['wall_time_s']} s")
+    for t, n in kept.items():
+        print(f"  {t:28s} {n:4d}" + ("  (short: run again to top up)" if t in short else ""))
+    return summary
