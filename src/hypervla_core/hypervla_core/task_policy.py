@@ -54,12 +54,12 @@ class TaskPolicy:
     def __post_init__(self):
         self.action_mean = np.asarray(self.action_mean, np.float32)
         self.action_std = np.asarray(self.action_std, np.float32)
+        self.validate()  # structure first: its errors say more than a hash mismatch
         content_id = self.content_id()
         if self.policy_id and self.policy_id != content_id:
             raise PolicyFormatError(f"policy id {self.policy_id} does not match its content ({content_id}): "
                                     "the policy was altered in transit")
         self.policy_id = content_id
-        self.validate()
         self._ensembler: ChunkEnsembler | None = None
         self._task = None
 

@@ -82,7 +82,9 @@ class PolicyControllerNode(Node):
 
         self.policy = None  # bound TaskPolicy, swapped whole when a new one arrives
         self.instruction = ""  # latest requested instruction
-        self.pending = None  # (instruction, future, sent_ns) while a request is in flight
+        self.instruction_seq = 0  # every instruction message starts a new episode, even a repeated text
+        self.policy_seq = 0  # the instruction_seq the active policy answers
+        self.pending = None  # (seq, future, sent_ns) while a request is in flight
         self.next_try_ns = 0
         self.fault = ""
         self.frame = None  # (rgb, stamp_ns, seq, received_ns)
@@ -162,9 +164,8 @@ class PolicyControllerNode(Node):
         except ValueError as exc:
             self._reject("instruction", exc)
             return
-        if text == self.instruction:
-            return
         self.instruction = text
+        self.instruction_seq += 1
         self.instruction_ns = self.now_ns()
         self.fault = ""
         self.next_try_ns = 0
@@ -208,13 +209,13 @@ class PolicyControllerNode(Node):
             req.has_first_image = True
             req.first_image = rgb_to_image(self.frame[0])
         future = self.client.call_async(req)
-        self.pending = (self.instruction, future, now)
+        self.pending = (self.instruction_seq, future, now)
         future.add_done_callback(self.on_policy)
 
     def on_policy(self, future) -> None:
         if self.pending is None or future is not self.pending[1]:
             return  # superseded by a newer instruction
-        instruction = self.pending[0]
+        seq, instruction = self.pending[0], self.instruction
         self.pending = None
         try:
             res = future.result()
@@ -227,7 +228,7 @@ class PolicyControllerNode(Node):
             self.next_try_ns = self.now_ns() + int(self.p["generator_retry_s"] * 1e9)
             self.get_logger().error(self.fault)
             return
-        self.policy = policy  # atomic swap: the loop sees the old or the new policy, never a mix
+        self.policy, self.policy_seq = policy, seq  # atomic swap: old or new policy, never a mix
         self.fault = ""
         self.was_running = False  # forces ensembler and rate-limit reset before the first action
         self.get_logger().info(f"policy {policy.policy_id} active ({policy.generation_time_ms:.1f} ms to generate)")
@@ -241,8 +242,7 @@ class PolicyControllerNode(Node):
                 self.fault = f"generator timed out after {self.p['generator_timeout_s']} s"
                 self.next_try_ns = now + int(self.p["generator_retry_s"] * 1e9)
             return
-        if self.instruction and (self.policy is None or self.policy.instruction != self.instruction) \
-                and now >= self.next_try_ns:
+        if self.instruction and self.policy_seq != self.instruction_seq and now >= self.next_try_ns:
             self._request_policy()
 
     # ---------------------------------------------------------------- loop
@@ -250,7 +250,7 @@ class PolicyControllerNode(Node):
     def _state(self, now: int) -> tuple[int, str]:
         if self.estop_latched:
             return S.ESTOP, "e-stop latched" + (" (input asserted)" if self.estop_input else "; call ~/reset_estop")
-        if self.policy is None or self.policy.instruction != self.instruction:
+        if self.policy is None or self.policy_seq != self.instruction_seq:
             if self.fault:
                 return S.FAULT, self.fault
             if not self.instruction:

@@ -1,0 +1,172 @@
+"""`make demo`: the sim stack on the shipped checkpoint, several tasks, a table and runs/demo/summary.json.
+
+Starts policy_generator, policy_controller and sim_bridge as separate processes (same YAML), then plays
+operator: publishes an instruction per episode (the bridge loads the task and resets; the controller
+asks for a policy with the episode's first frame), waits for the episode's end and records the timing.
+DEMO_EPISODES=n overrides episodes per task; DEMO_TASKS=a,b picks tasks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from hypervla_msgs.msg import ControllerStatus, EndEffectorAction
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import String
+
+from hypervla_core.sim import load_tasks
+
+from .bringup import Stack
+from .node_config import config_path, declare, node_defaults, resolve_path
+from .policy_controller import LATCHED
+
+SCHEMA = {
+    "tasks": ("Meta-World tasks to run", None),
+    "episodes_per_task": ("episodes per task (DEMO_EPISODES overrides)", (1, 10000)),
+    "episode_timeout_s": ("give up on an episode after this long", (1.0, 3600.0)),
+    "output": ("folder for summary.json", None),
+}
+
+
+def pct(values, q):
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+class DemoOperator(Node):
+    def __init__(self):
+        super().__init__("demo")
+        self.p = declare(self, SCHEMA, node_defaults("demo"))
+        self.instruction_pub = self.create_publisher(String, "/hypervla/instruction", LATCHED)
+        self.events: list[dict] = []
+        self.status: ControllerStatus | None = None
+        self.first_new_action: float | None = None
+        self._old_policy = None
+        self._lock = threading.Lock()
+        self.create_subscription(String, "/sim_bridge/events", self.on_event, LATCHED)
+        self.create_subscription(ControllerStatus, "/hypervla/status", self.on_status, 10)
+        self.create_subscription(EndEffectorAction, "/hypervla/action", self.on_action, 10)
+
+    def on_event(self, msg):
+        with self._lock:
+            self.events.append(json.loads(msg.data))
+
+    def on_status(self, msg):
+        self.status = msg
+
+    def on_action(self, msg):
+        if self.first_new_action is None and self._old_policy is not None and msg.policy_id != self._old_policy:
+            self.first_new_action = time.monotonic()
+
+    def start_episode(self, instruction: str, old_policy: str) -> float:
+        self.first_new_action, self._old_policy = None, old_policy
+        with self._lock:
+            self.events.clear()
+        t = time.monotonic()
+        self.instruction_pub.publish(String(data=instruction))
+        return t
+
+    def episode_end(self) -> dict | None:
+        with self._lock:
+            return next((e for e in self.events if e["event"] in ("success", "timeout")), None)
+
+
+def wait(pred, timeout, period=0.02):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(period)
+    return False
+
+
+def run(config: str | None) -> dict:
+    if config:
+        os.environ["HYPERVLA_CONFIG"] = str(pathlib.Path(config).resolve())
+    rclpy.init()
+    op = DemoOperator()
+    executor = SingleThreadedExecutor()
+    executor.add_node(op)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+    p = op.p
+    tasks = [t for t in os.environ.get("DEMO_TASKS", "").split(",") if t] or list(p["tasks"])
+    episodes = int(os.environ.get("DEMO_EPISODES", p["episodes_per_task"]))
+    phrasings = load_tasks()["tasks"]
+    ckpt = resolve_path(node_defaults("policy_controller")["checkpoint"])
+    print(f"demo: {len(tasks)} task(s) x {episodes} episode(s) on checkpoint {ckpt}")
+    stack = Stack(config_path(), log_dir="log/demo")
+    results, switch_ms = [], []
+    try:
+        stack.start("generator", "controller", "sim")
+        if not wait(lambda: op.status is not None, 120):
+            raise RuntimeError("the controller did not come up: see log/demo/policy_controller.log")
+        if not wait(lambda: op.count_publishers("/hypervla/action") > 0 and op.count_subscribers("/hypervla/instruction") >= 2, 120):
+            raise RuntimeError("the stack did not come up: see log/demo/")
+        for task in tasks:
+            for k in range(episodes):
+                text = phrasings[task]["train"][k % len(phrasings[task]["train"])]
+                old = op.status.policy_id if op.status else ""
+                t0 = op.start_episode(text, old or "<none>")
+                ok = wait(lambda: op.episode_end() is not None, p["episode_timeout_s"])
+                end = op.episode_end() or {"event": "timeout", "steps": None}
+                if op.first_new_action is not None:
+                    switch_ms.append((op.first_new_action - t0) * 1000)
+                row = {"task": task, "instruction": text, "success": bool(end.get("success", False)),
+                       "steps": end.get("steps"), "duration_s": end.get("duration_s"),
+                       "e2e_ms_p50": end.get("e2e_ms_p50"), "e2e_ms_p99": end.get("e2e_ms_p99"),
+                       "completed": ok}
+                results.append(row)
+                print(f"  {task:26s} ep {k}  {'SUCCESS' if row['success'] else 'fail   '}  steps {row['steps']}")
+        st = op.status
+    finally:
+        stack.stop()
+        executor.shutdown()
+        op.destroy_node()
+        rclpy.try_shutdown()
+    e2e50 = [r["e2e_ms_p50"] for r in results if r["e2e_ms_p50"]]
+    e2e99 = [r["e2e_ms_p99"] for r in results if r["e2e_ms_p99"]]
+    summary = {
+        "checkpoint": ckpt, "episodes": results,
+        "success_rate": sum(r["success"] for r in results) / max(1, len(results)),
+        "per_task": {t: float(np.mean([r["success"] for r in results if r["task"] == t])) for t in tasks},
+        "control_loop_latency_ms": {"p50": round(st.latency_p50_ms, 3), "p99": round(st.latency_p99_ms, 3)},
+        "camera_to_action_ms": {"p50": pct(e2e50, 50), "p99": round(max(e2e99), 3) if e2e99 else None},
+        "policy_switch_ms": {"p50": pct(switch_ms, 50), "p99": pct(switch_ms, 99)},
+        "deadline_misses": int(st.deadline_misses), "loop_rate_hz": round(st.loop_rate_hz, 2),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out = pathlib.Path(p["output"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print()
+    print(f"{'task':26s} success")
+    for t, v in summary["per_task"].items():
+        print(f"{t:26s} {v:.2f}")
+    print(f"overall success {summary['success_rate']:.2f} over {len(results)} episodes")
+    print(f"control loop (camera stamp -> action publish) p50 {summary['control_loop_latency_ms']['p50']} ms, "
+          f"p99 {summary['control_loop_latency_ms']['p99']} ms; deadline misses {summary['deadline_misses']}")
+    print(f"camera -> action end to end p50 {summary['camera_to_action_ms']['p50']} ms, "
+          f"p99 {summary['camera_to_action_ms']['p99']} ms")
+    print(f"policy switch p50 {summary['policy_switch_ms']['p50']} ms, p99 {summary['policy_switch_ms']['p99']} ms")
+    print(f"wrote {out / 'summary.json'}")
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="HyperVLA simulated demo")
+    parser.add_argument("--config", default=None, help="parameters YAML (default config/hypervla.yaml)")
+    args = parser.parse_args(argv)
+    run(args.config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
