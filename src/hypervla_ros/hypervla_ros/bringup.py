@@ -14,7 +14,7 @@ import time
 
 from .node_config import config_path
 
-NODES = {"generator": "policy_generator", "controller": "policy_controller", "sim": "sim_bridge"}
+NODES = {"generator": "policy_generator", "controller": "policy_controller", "sim": "sim_bridge", "record": "record"}
 
 
 class Stack:
