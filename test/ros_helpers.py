@@ -6,7 +6,6 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from hypervla_msgs.msg import ControllerStatus, EndEffectorAction

@@ -7,7 +7,7 @@ latched e-stop, fault state with its reason. It publishes nothing on the action 
 """
 from __future__ import annotations
 
-import time
+import sys
 
 import numpy as np
 import rclpy
@@ -21,6 +21,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Empty, String
 from std_srvs.srv import Trigger
 
+from hypervla_core.checkpoint import CheckpointError
 from hypervla_core.runtime import Runtime, check_instruction
 from hypervla_core.safety import SafetyFilter, SafetyLimits
 
@@ -270,6 +271,8 @@ class PolicyControllerNode(Node):
             return S.STALE, "no camera frame"
         if now - self.frame[1] > limit:
             return S.STALE, f"camera frame {(now - self.frame[1]) / 1e6:.0f} ms old"
+        if self.frame[1] - now > limit:  # stamped ahead of our clock: the clocks disagree, trust neither
+            return S.STALE, f"camera frame stamped {(self.frame[1] - now) / 1e6:.0f} ms in the future (clock mismatch)"
         if self.p["require_proprio"] and (self.proprio is None or now - self.proprio[1] > limit):
             return S.STALE, "proprio missing or stale"
         return S.RUNNING, ""
@@ -367,7 +370,12 @@ class PolicyControllerNode(Node):
 
 def main(args=None):
     rclpy.init(args=args)
-    node = PolicyControllerNode()
+    try:
+        node = PolicyControllerNode()
+    except (CheckpointError, OSError, KeyError, ValueError) as exc:
+        print(f"policy_controller: cannot start: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        sys.exit(1)
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):

@@ -5,6 +5,7 @@ Holds the hypernetwork and the language encoder; runs once per task, never in th
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from collections import OrderedDict
 
@@ -13,6 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from hypervla_msgs.srv import GeneratePolicy
 from rclpy.node import Node
 
+from hypervla_core.checkpoint import CheckpointError
 from hypervla_core.runtime import Generator, InputError
 
 from .image_conversion import ImageError, image_to_rgb
@@ -103,7 +105,12 @@ class PolicyGeneratorNode(Node):
 
 def main(args=None):
     rclpy.init(args=args)
-    node = PolicyGeneratorNode()
+    try:
+        node = PolicyGeneratorNode()
+    except (CheckpointError, OSError, KeyError, ValueError) as exc:
+        print(f"policy_generator: cannot start: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        sys.exit(1)
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):

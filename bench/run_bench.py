@@ -1,0 +1,366 @@
+"""`make bench`: HyperVLA against its monolithic twin, side by side, in one run on this machine.
+
+Writes bench/results.json and renders docs/benchmarks.md (+ PNG plots). Quick mode by default (a few
+minutes); --full for more samples. Every figure comes from this run; nothing is carried over.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "test"))  # ros_helpers: write_config
+
+from hypervla_core import checkpoint as ckpt  # noqa: E402
+from hypervla_core.config import ModelConfig  # noqa: E402
+from hypervla_core.model import VLA  # noqa: E402
+from hypervla_core.runtime import Generator, Runtime  # noqa: E402
+
+
+def pct(xs, q):
+    return round(float(np.percentile(xs, q)), 3)
+
+
+def stats(xs):
+    return {"p50": pct(xs, 50), "p99": pct(xs, 99), "n": len(xs)}
+
+
+def make_checkpoint(folder: pathlib.Path, cfg: ModelConfig, lang_dim: int, stats_from=None) -> pathlib.Path:
+    """Random-weight checkpoint of a config (timing does not depend on the weights)."""
+    torch.manual_seed(0)
+    model = VLA(cfg, lang_dim)
+    s = ckpt.load(stats_from).stats if stats_from else ckpt.Stats.identity(cfg)
+    ckpt.save(folder, cfg, lang_dim, model.state_dict(), s)
+    return folder
+
+
+def step_latency(folder, threads: int, iters: int, camera: int = 128) -> list[float]:
+    torch.set_num_threads(threads)
+    gen, rt = Generator.load(folder), Runtime.load(folder)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (camera, camera, 3), dtype=np.uint8)
+    policy = gen.generate("open the drawer", img).bind(rt)
+    prop = np.zeros(rt.model.cfg.proprio_dim, np.float32)
+    for _ in range(20):
+        policy.step(img, prop)
+    out = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        policy.step(img, prop)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def generation_latency(folder, iters: int) -> list[float]:
+    torch.set_num_threads(2)
+    gen = Generator.load(folder)
+    img = np.zeros((128, 128, 3), np.uint8)
+    for i in range(5):
+        gen.generate(f"warm up {i}", img)
+    out = []
+    for i in range(iters):
+        t = time.perf_counter()
+        gen.generate(f"open the drawer number {i}", img)  # a new instruction each time: no cache anywhere
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def core_bench(hyper_ckpt, mono_ckpt, tmp: pathlib.Path, iters: int) -> dict:
+    lang_dim = ckpt.load(hyper_ckpt).lang_dim
+    res = {"step_latency_ms": {}, "activated_params": {}}
+    big = {"image_size": 224, "conv_channels": [32, 64, 128]}  # 14x14 patches, as a ViT-B/16 at 224
+    folders = {
+        ("hypervla", "64"): hyper_ckpt, ("monolithic", "64"): mono_ckpt,
+        ("hypervla", "224"): make_checkpoint(tmp / "h224", ModelConfig.from_dict({**ckpt.load(hyper_ckpt).meta["model"], **big}), lang_dim),
+        ("monolithic", "224"): make_checkpoint(tmp / "m224", ModelConfig.from_dict({**ckpt.load(mono_ckpt).meta["model"], **big}), lang_dim),
+    }
+    detail = {}
+    for (kind, size), folder in folders.items():
+        for threads in (1, 2):
+            xs = step_latency(folder, threads, iters)
+            detail[f"{kind}/{size}px/{threads}t"] = stats(xs)
+    for kind in ("hypervla", "monolithic"):
+        res["step_latency_ms"][kind] = detail[f"{kind}/64px/1t"]
+        loaded = ckpt.load(folders[(kind, "64")])
+        res["activated_params"][kind] = VLA(loaded.cfg, loaded.lang_dim).parameter_counts()["activated_per_step"]
+    res["step_latency_detail_ms"] = detail
+    res["ratios"] = {
+        "activated_params": round(res["activated_params"]["monolithic"] / res["activated_params"]["hypervla"], 1),
+        "step_latency_p50": round(detail["monolithic/64px/1t"]["p50"] / detail["hypervla/64px/1t"]["p50"], 2),
+        "step_latency_p50_224px": round(detail["monolithic/224px/1t"]["p50"] / detail["hypervla/224px/1t"]["p50"], 2),
+    }
+    res["generation_ms"] = stats(generation_latency(hyper_ckpt, max(20, iters // 10)))
+    return res
+
+
+def reference_bench(tmp: pathlib.Path, iters: int) -> dict:
+    """Paper-size shapes with random weights: DINOv2-base vision, T5-base language encoder."""
+    from transformers import Dinov2Config, T5Config, T5EncoderModel
+
+    torch.set_num_threads(2)
+    cfg = ModelConfig.reference(vision_encoder="hf")
+    dino = Dinov2Config(image_size=224, patch_size=14)  # defaults are the base size: 768 wide, 12 layers
+    model = VLA(cfg, 768, hf_vision_config=dino).eval()
+    counts = model.parameter_counts()
+    t5 = T5EncoderModel(T5Config(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12)).eval()
+    tokens = torch.randint(0, 32000, (1, 32))
+    img = torch.zeros(1, 3, 224, 224)
+    gen_ms, step_ms = [], []
+    with torch.inference_mode():
+        for i in range(max(3, iters // 40) + 1):
+            t = time.perf_counter()
+            lang = t5(input_ids=tokens).last_hidden_state
+            task = model.condition(lang, torch.ones(1, 32, dtype=torch.bool), img)
+            if i:
+                gen_ms.append((time.perf_counter() - t) * 1000)
+        for i in range(max(5, iters // 20) + 1):
+            t = time.perf_counter()
+            model.act(task, img, torch.zeros(1, cfg.proprio_dim))
+            if i:
+                step_ms.append((time.perf_counter() - t) * 1000)
+    return {"activated_params": counts["activated_per_step"], "generated_per_task": counts["generated_per_task"],
+            "hypernetwork_params": counts["hypernetwork"], "step_latency_ms": stats(step_ms),
+            "generation_ms": stats(gen_ms)}
+
+
+# ------------------------------------------------------------------------------------------------ ROS
+
+
+def ros_bench(hyper_ckpt, tmp: pathlib.Path, seconds: float) -> dict:
+    import rclpy
+    from hypervla_msgs.msg import EndEffectorAction
+    from hypervla_msgs.srv import GeneratePolicy
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data
+    from ros_helpers import Probe, Spinner, wait_until, write_config
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import Header
+
+    from hypervla_ros.bringup import Stack
+    from hypervla_ros.image_conversion import rgb_to_image
+
+    os.environ.setdefault("ROS_DOMAIN_ID", str(50 + os.getpid() % 50))
+    rclpy.init()
+    res = {"ros_e2e_ms": {}, "transport_ms": {}, "dropped_frames": {}, "loop": {}, "rss_mb": {}}
+
+    class Bench(Node):
+        def __init__(self):
+            super().__init__("bench")
+            self.cam = self.create_publisher(Image, "/camera/image_raw", qos_profile_sensor_data)
+            self.bcam = self.create_publisher(Image, "/bench/camera", qos_profile_sensor_data)
+            self.prop = self.create_publisher(JointState, "/hypervla/proprio", qos_profile_sensor_data)
+            self.lat, self.echo = {}, {}
+            self.create_subscription(EndEffectorAction, "/hypervla/action", self.on_action, 100)
+            self.create_subscription(Header, "/bench/echo", self.on_echo, 100)
+            self.client = self.create_client(GeneratePolicy, "/hypervla/generate_policy")
+
+        def now(self):
+            return self.get_clock().now().nanoseconds
+
+        def on_action(self, m):
+            s = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+            self.lat.setdefault(s, (self.now() - s) / 1e6)
+
+        def on_echo(self, h):
+            s = h.stamp.sec * 10**9 + h.stamp.nanosec
+            self.echo.setdefault(s, (self.now() - s) / 1e6)
+
+        def frame(self, rgb, pub):
+            stamp = self.get_clock().now()
+            msg = rgb_to_image(rgb, stamp.to_msg())
+            js = JointState(position=[0.0, 0.6, 0.2, 1.0])
+            js.header.stamp = msg.header.stamp
+            self.prop.publish(js)
+            pub.publish(msg)
+            return stamp.nanoseconds
+
+    def rss(pid):
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS"):
+                return round(int(line.split()[1]) / 1024, 1)
+
+    def stream(bench, pub, rgb, table, hz=30.0):
+        sent = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sent.append(bench.frame(rgb, pub))
+            time.sleep(1 / hz)
+        time.sleep(0.3)
+        got = [table[s] for s in sent if s in table]
+        return stats(got) if got else {"p50": None, "p99": None, "n": 0}, len(sent) - len(got)
+
+    echo = subprocess.Popen([sys.executable, str(ROOT / "bench" / "echo_node.py")])
+    try:
+        for rate in (50.0, 100.0):
+            config = write_config(tmp, hyper_ckpt, policy_controller={"control_rate_hz": rate})
+            with Stack(config, log_dir=str(tmp / f"logs{int(rate)}")) as stack:
+                stack.start("generator", "controller")
+                bench, probe = Bench(), Probe("bench_probe")
+                spinner = Spinner(bench, probe)
+                try:
+                    assert wait_until(lambda: probe.latest_status() is not None, 120), "controller did not start"
+                    assert bench.client.wait_for_service(60)
+                    rgb = {s: np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+                           for s, (h, w) in {"128x128": (128, 128), "640x480": (480, 640)}.items()}
+                    probe.say("open the drawer")
+                    wait_until(lambda: (bench.frame(rgb["128x128"], bench.cam) and False)
+                               or (probe.latest_status().state == 2), 60, period=0.033)
+                    if rate == 50.0:
+                        for size, img in rgb.items():
+                            res["ros_e2e_ms"][size], res["dropped_frames"][size] = stream(bench, bench.cam, img, bench.lat)
+                            res["transport_ms"][size], _ = stream(bench, bench.bcam, img, bench.echo)
+                        # policy switch: instruction published -> first action from the new policy
+                        switch = []
+                        for i in range(6 if seconds < 5 else 20):
+                            old = probe.latest_status().policy_id
+                            t0 = time.monotonic()
+                            probe.say(["close the window", "open the drawer", "push the puck to the goal"][i % 3] + f" #{i}")
+                            ok = wait_until(lambda: (bench.frame(rgb["128x128"], bench.cam) and False) or any(
+                                a.policy_id != old for a in probe.actions_since(t0)), 10, period=0.033)
+                            if ok:
+                                first = min(ts for ts, a in list(probe.actions) if ts >= t0 and a.policy_id != old)
+                                switch.append((first - t0) * 1000)
+                        res["policy_switch_ms"] = stats(switch)
+                        # generation through the service: new instruction vs cached one
+                        def call(text):
+                            t = time.perf_counter()
+                            fut = bench.client.call_async(GeneratePolicy.Request(instruction=text))
+                            wait_until(fut.done, 30, period=0.001)
+                            return (time.perf_counter() - t) * 1000
+                        new = [call(f"reach the goal position #{i}") for i in range(20)]
+                        cached = [call("reach the goal position #0") for _ in range(20)]
+                        res["generation_service_ms"] = {"new": stats(new), "cached": stats(cached)}
+                    # loop rate and deadline misses under load (a 30 Hz camera)
+                    st0 = probe.latest_status()
+                    t0 = time.monotonic()
+                    stream(bench, bench.cam, rgb["128x128"], bench.lat)
+                    st1 = probe.latest_status()
+                    ticks = (time.monotonic() - t0) * rate
+                    res["loop"][str(int(rate))] = {
+                        "achieved_hz": round(st1.loop_rate_hz, 2),
+                        "deadline_miss_rate": round((st1.deadline_misses - st0.deadline_misses) / ticks, 5)}
+                    if rate == 50.0:
+                        res["rss_mb"] = {"controller": rss(stack.pid("controller")), "generator": rss(stack.pid("generator"))}
+                finally:
+                    spinner.close()
+    finally:
+        echo.terminate()
+        echo.wait(10)
+        rclpy.try_shutdown()
+    res["overhead_ratio_p50"] = {s: round(res["ros_e2e_ms"][s]["p50"] / res["transport_ms"][s]["p50"], 2)
+                                 for s in res["ros_e2e_ms"] if res["transport_ms"][s]["p50"]}
+    return res
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def render(results: dict, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    docs = path.parent
+    d = results["step_latency_detail_ms"]
+    keys = list(d)
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    ax.bar(range(len(keys)), [d[k]["p50"] for k in keys], color=["#4C72B0" if k.startswith("hyper") else "#DD8452" for k in keys])
+    ax.errorbar(range(len(keys)), [d[k]["p99"] for k in keys], fmt="k_", ms=12, label="p99")
+    ax.set_xticks(range(len(keys)), keys, rotation=30, ha="right")
+    ax.set_ylabel("ms per control step (p50 bar, p99 tick)")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(docs / "bench_step_latency.png", dpi=90)
+    plt.close(fig)
+    lines = [
+        "# Benchmarks", "",
+        f"Generated by `make bench` from `bench/results.json` ({results['timestamp']}, {results['machine']}, "
+        f"mode {results['mode']}). Every number on this page comes from that one run.", "",
+        "## Per control step (preprocess + shared encoder + policy + ensembling), in process", "",
+        "| model / input / threads | p50 ms | p99 ms |", "|---|---|---|",
+        *[f"| {k} | {v['p50']} | {v['p99']} |" for k, v in d.items()], "",
+        f"Activated parameters per step: HyperVLA {results['activated_params']['hypervla']:,}, monolithic twin "
+        f"{results['activated_params']['monolithic']:,} (ratio {results['ratios']['activated_params']}x). "
+        f"Step latency ratio (monolithic / HyperVLA, p50, 1 thread): {results['ratios']['step_latency_p50']}x at 64 px, "
+        f"{results['ratios']['step_latency_p50_224px']}x at 224 px.", "",
+        "![step latency](bench_step_latency.png)", "",
+        "## Task-policy generation", "",
+        f"In process, new instruction (language encoder + hypernetwork): p50 {results['generation_ms']['p50']} ms, "
+        f"p99 {results['generation_ms']['p99']} ms.",
+    ]
+    if "ros_e2e_ms" in results:
+        r = results
+        g = r.get("generation_service_ms", {})
+        lines += [
+            f"Through the GeneratePolicy service: new p50 {g['new']['p50']} / p99 {g['new']['p99']} ms; "
+            f"cached p50 {g['cached']['p50']} / p99 {g['cached']['p99']} ms.", "",
+            "## Through ROS (separate processes, Fast DDS, 30 Hz camera)", "",
+            "| camera | camera -> action p50 / p99 ms | bare transport p50 / p99 ms | overhead (p50 ratio) | dropped |",
+            "|---|---|---|---|---|",
+            *[f"| {s} | {r['ros_e2e_ms'][s]['p50']} / {r['ros_e2e_ms'][s]['p99']} | {r['transport_ms'][s]['p50']} / "
+              f"{r['transport_ms'][s]['p99']} | {r['overhead_ratio_p50'].get(s)}x | {r['dropped_frames'][s]} |"
+              for s in r["ros_e2e_ms"]], "",
+            "Bare transport = the same image to an echo node that returns its header (a round trip like camera -> "
+            "action, without conversion or model).", "",
+            f"Policy switch (instruction published -> first action of the new policy): p50 {r['policy_switch_ms']['p50']} ms, "
+            f"p99 {r['policy_switch_ms']['p99']} ms.", "",
+            "| control rate | achieved Hz | deadline-miss rate |", "|---|---|---|",
+            *[f"| {k} Hz | {v['achieved_hz']} | {v['deadline_miss_rate']} |" for k, v in r["loop"].items()], "",
+            f"RSS: controller {r['rss_mb']['controller']} MB, generator {r['rss_mb']['generator']} MB.",
+        ]
+    if "reference" in results:
+        ref = results["reference"]
+        lines += [
+            "", "## Reference size (paper shapes, random weights: DINOv2-base vision, T5-base language)", "",
+            f"Activated per step {ref['activated_params']:,} parameters; generated per task {ref['generated_per_task']:,}; "
+            f"hypernetwork {ref['hypernetwork_params']:,}.",
+            f"Control step p50 {ref['step_latency_ms']['p50']} ms / p99 {ref['step_latency_ms']['p99']} ms; "
+            f"generation p50 {ref['generation_ms']['p50']} ms / p99 {ref['generation_ms']['p99']} ms (2 threads, CPU).",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--full", action="store_true", help="more samples (slower)")
+    parser.add_argument("--checkpoint", default=str(ROOT / "models" / "hypervla-mt10"))
+    parser.add_argument("--twin", default=str(ROOT / "models" / "monolithic-mt10"),
+                        help="monolithic twin checkpoint (random weights of the twin config if absent)")
+    parser.add_argument("--skip-ros", action="store_true")
+    args = parser.parse_args()
+    tmp = pathlib.Path("runs/bench")
+    tmp.mkdir(parents=True, exist_ok=True)
+    twin = pathlib.Path(args.twin)
+    if not (twin / "model.safetensors").exists():
+        cfg = ModelConfig.from_dict({**ckpt.load(args.checkpoint).meta["model"], "model_type": "monolithic"})
+        twin = make_checkpoint(tmp / "twin", cfg, ckpt.load(args.checkpoint).lang_dim, args.checkpoint)
+    iters = 2000 if args.full else 300
+    results = {"mode": "full" if args.full else "quick", "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+               f"torch {torch.__version__}", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results.update(core_bench(args.checkpoint, twin, tmp, iters))
+    results["reference"] = reference_bench(tmp, iters)
+    if not args.skip_ros:
+        results.update(ros_bench(args.checkpoint, tmp, 10.0 if args.full else 4.0))
+    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2))
+    render(results, ROOT / "docs" / "benchmarks.md")
+    print(json.dumps({k: results[k] for k in ("step_latency_ms", "activated_params", "ratios", "generation_ms")}, indent=2))
+    if "ros_e2e_ms" in results:
+        print(json.dumps({k: results[k] for k in ("ros_e2e_ms", "transport_ms", "overhead_ratio_p50", "policy_switch_ms",
+                                                  "loop", "rss_mb")}, indent=2))
+    print("wrote bench/results.json and docs/benchmarks.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
