@@ -15,5 +15,8 @@ test: setup
 bench: setup
 	@$(ENV) python bench/run_bench.py $(BENCH_ARGS)
 
+soak: setup
+	@$(ENV) python bench/soak.py $(SOAK_ARGS)
+
 clean:
 	rm -rf build install log

@@ -20,10 +20,11 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test"))  # ros_helpers: write_config
 
-from hypervla_core import checkpoint as ckpt  # noqa: E402
 from hypervla_core.config import ModelConfig  # noqa: E402
 from hypervla_core.model import VLA  # noqa: E402
 from hypervla_core.runtime import Generator, Runtime  # noqa: E402
+
+from hypervla_core import checkpoint as ckpt  # noqa: E402
 
 
 def pct(xs, q):
@@ -43,9 +44,11 @@ def make_checkpoint(folder: pathlib.Path, cfg: ModelConfig, lang_dim: int, stats
     return folder
 
 
-def step_latency(folder, threads: int, iters: int, camera: int = 128) -> list[float]:
+def step_latency(folder, threads: int, iters: int) -> list[float]:
+    """Camera frames of 128 px (or the model's input size if larger): resizing is part of the step."""
     torch.set_num_threads(threads)
     gen, rt = Generator.load(folder), Runtime.load(folder)
+    camera = max(128, rt.model.cfg.image_size)
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (camera, camera, 3), dtype=np.uint8)
     policy = gen.generate("open the drawer", img).bind(rt)
@@ -137,16 +140,16 @@ def reference_bench(tmp: pathlib.Path, iters: int) -> dict:
 
 def ros_bench(hyper_ckpt, tmp: pathlib.Path, seconds: float) -> dict:
     import rclpy
-    from hypervla_msgs.msg import EndEffectorAction
-    from hypervla_msgs.srv import GeneratePolicy
+    from hypervla_ros.bringup import Stack
+    from hypervla_ros.image_conversion import rgb_to_image
     from rclpy.node import Node
     from rclpy.qos import qos_profile_sensor_data
     from ros_helpers import Probe, Spinner, wait_until, write_config
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import Header
 
-    from hypervla_ros.bringup import Stack
-    from hypervla_ros.image_conversion import rgb_to_image
+    from hypervla_msgs.msg import EndEffectorAction
+    from hypervla_msgs.srv import GeneratePolicy
 
     os.environ.setdefault("ROS_DOMAIN_ID", str(50 + os.getpid() % 50))
     rclpy.init()

@@ -26,10 +26,10 @@ def language():
 def tiny_checkpoints(tmp_path_factory, language):
     """Untrained checkpoints of both model types (fast to build; real files on disk)."""
     import torch
-
-    from hypervla_core import checkpoint as ckpt
     from hypervla_core.config import ModelConfig
     from hypervla_core.model import VLA
+
+    from hypervla_core import checkpoint as ckpt
 
     torch.manual_seed(0)
     out = {}

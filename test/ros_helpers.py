@@ -8,7 +8,8 @@ import time
 import numpy as np
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
-from hypervla_msgs.msg import ControllerStatus, EndEffectorAction
+from hypervla_ros.image_conversion import rgb_to_image
+from hypervla_ros.policy_controller import LATCHED
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -16,8 +17,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from hypervla_ros.image_conversion import rgb_to_image
-from hypervla_ros.policy_controller import LATCHED
+from hypervla_msgs.msg import ControllerStatus, EndEffectorAction
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

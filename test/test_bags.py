@@ -8,14 +8,14 @@ import time
 
 import numpy as np
 import pytest
-from hypervla_msgs.msg import EndEffectorAction
-from rclpy.serialization import serialize_message
-from std_msgs.msg import String
-
 from hypervla_ros.bags import BagError, add_topic, open_reader, open_writer, qos
 from hypervla_ros.image_conversion import rgb_to_compressed, rgb_to_image
 from hypervla_ros.replay_eval import evaluate_bag
+from rclpy.serialization import serialize_message
 from ros_helpers import Probe, Spinner, wait_until, write_config
+from std_msgs.msg import String
+
+from hypervla_msgs.msg import EndEffectorAction
 
 
 def _stamp(ns):
@@ -154,11 +154,10 @@ def test_record_live_topics_then_replay_them(ros, tmp_path, tiny_checkpoints):
     assert "type_description_hash" in meta and "offered_qos_profiles" in meta
 
     # Replay onto live topics and receive them.
+    from hypervla_ros.replay import replay
     from rclpy.node import Node
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
-
-    from hypervla_ros.replay import replay
 
     got = []
     listener = Node("replay_listener")

@@ -4,7 +4,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from hypervla_core.config import ModelConfig
 from hypervla_core.model import VLA, base_policy_forward
 

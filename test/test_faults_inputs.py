@@ -5,14 +5,14 @@ import time
 
 import numpy as np
 import pytest
-from hypervla_msgs.msg import ControllerStatus as S
-from sensor_msgs.msg import CompressedImage, JointState
-from std_msgs.msg import Bool
-
 from fault_helpers import UP, diag_value, running, state_is, still
 from hypervla_ros.bringup import Stack
 from hypervla_ros.image_conversion import rgb_to_image
 from ros_helpers import Probe, Spinner, wait_until, write_config
+from sensor_msgs.msg import CompressedImage, JointState
+from std_msgs.msg import Bool
+
+from hypervla_msgs.msg import ControllerStatus as S
 
 
 @pytest.fixture(scope="module")

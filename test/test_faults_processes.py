@@ -10,18 +10,18 @@ import time
 
 import numpy as np
 import pytest
-from hypervla_msgs.msg import ControllerStatus as S
-from hypervla_msgs.srv import GeneratePolicy
-from rclpy.parameter import Parameter
-from rosgraph_msgs.msg import Clock
-from std_msgs.msg import Empty
-
 from fault_helpers import UP, running, state_is, still
 from hypervla_core.runtime import Generator
 from hypervla_core.task_policy import TaskPolicy
 from hypervla_ros.bringup import Stack
 from hypervla_ros.policy_msgs import to_msg
+from rclpy.parameter import Parameter
 from ros_helpers import Probe, Spinner, wait_until, write_config
+from rosgraph_msgs.msg import Clock
+from std_msgs.msg import Empty
+
+from hypervla_msgs.msg import ControllerStatus as S
+from hypervla_msgs.srv import GeneratePolicy
 
 
 def test_heartbeat_and_clock_jump(ros, tmp_path, tiny_checkpoints):

@@ -1,13 +1,17 @@
 """Image conversion written with numpy, cross-checked against rosbags-image on the same messages."""
 import numpy as np
 import pytest
+from hypervla_ros.image_conversion import (
+    ImageError,
+    compressed_to_rgb,
+    image_to_rgb,
+    rgb_to_compressed,
+    rgb_to_image,
+)
 from rclpy.serialization import serialize_message
-from rosbags.typesys import Stores, get_typestore
 from rosbags.image import message_to_cvimage
+from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CompressedImage, Image
-
-from hypervla_ros.image_conversion import (ImageError, compressed_to_rgb, image_to_rgb, rgb_to_compressed,
-                                           rgb_to_image)
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED) if hasattr(Stores, "ROS2_KILTED") else get_typestore(Stores.LATEST)
 RNG = np.random.default_rng(0)

@@ -2,14 +2,20 @@
 convert to and from the core TaskPolicy and tampering is caught."""
 import numpy as np
 import pytest
-from hypervla_msgs.msg import ActionChunk, ControllerStatus, EndEffectorAction, TaskPolicy, Tensor
-from hypervla_msgs.srv import GeneratePolicy
-from rclpy.serialization import deserialize_message, serialize_message
-
 from hypervla_core.runtime import Generator, Runtime
 from hypervla_core.task_policy import PolicyFormatError
 from hypervla_ros.image_conversion import rgb_to_image
 from hypervla_ros.policy_msgs import from_msg, to_msg
+from rclpy.serialization import deserialize_message, serialize_message
+
+from hypervla_msgs.msg import (
+    ActionChunk,
+    ControllerStatus,
+    EndEffectorAction,
+    TaskPolicy,
+    Tensor,
+)
+from hypervla_msgs.srv import GeneratePolicy
 
 
 def _roundtrip(msg):

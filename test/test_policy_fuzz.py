@@ -2,11 +2,10 @@
 policy whose content hash checks out, or raises PolicyFormatError. Nothing else escapes."""
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from hypervla_core.runtime import Generator
 from hypervla_core.task_policy import PolicyFormatError, TaskPolicy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 @pytest.fixture(scope="module")

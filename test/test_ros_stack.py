@@ -3,12 +3,12 @@ import time
 
 import numpy as np
 import pytest
-from hypervla_msgs.msg import ControllerStatus as S
-from std_msgs.msg import Bool
-
 from hypervla_ros.bringup import Stack
 from hypervla_ros.image_conversion import rgb_to_image
 from ros_helpers import Probe, Spinner, wait_until, write_config
+from std_msgs.msg import Bool
+
+from hypervla_msgs.msg import ControllerStatus as S
 
 STARTUP = 60.0
 

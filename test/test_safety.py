@@ -1,12 +1,11 @@
 """Action post-processing: clamps, rate limits, NaN rejection (property-based with hypothesis)."""
 import numpy as np
 import pytest
+from hypervla_core.safety import SafetyFilter, SafetyLimits
+from hypervla_core.task_policy import ChunkEnsembler
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
-from hypervla_core.safety import SafetyFilter, SafetyLimits
-from hypervla_core.task_policy import ChunkEnsembler
 
 LIMITS = SafetyLimits(max_translation=0.02, max_rotation=0.1, max_step_change=0.005)
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=32)

@@ -5,10 +5,10 @@ import sys
 
 import numpy as np
 import pytest
-
-from hypervla_core import checkpoint as ckpt
 from hypervla_core.runtime import Generator, InputError, Runtime
 from hypervla_core.task_policy import ChunkEnsembler, PolicyFormatError, TaskPolicy
+
+from hypervla_core import checkpoint as ckpt
 
 IMG = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
 

@@ -74,7 +74,9 @@ def test_launch_files_name_existing_executables_and_files():
 
 def test_launch_files_run_where_launch_ros_exists():
     launch_ros = pytest.importorskip("launch_ros", reason="launch_ros is not installable from PyPI here")
-    from launch.launch_description_sources import get_launch_description_from_python_launch_file
+    from launch.launch_description_sources import (
+        get_launch_description_from_python_launch_file,
+    )
 
     assert launch_ros
     for launch in (ROOT / "launch").glob("*.launch.py"):

@@ -24,7 +24,10 @@ class LanguageEncoder(nn.Module):
 
     def __init__(self, path: str = "", max_tokens: int = 32):
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer  # heavy import, generator side only
+        from transformers import (  # heavy import, generator side only
+            AutoModel,
+            AutoTokenizer,
+        )
 
         folder = pathlib.Path(path) if path else packaged_minilm_path()
         if not folder.is_dir():

@@ -17,12 +17,12 @@ import time
 
 import numpy as np
 import rclpy
-from hypervla_msgs.msg import ControllerStatus, EndEffectorAction
+from hypervla_core.sim import load_tasks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from hypervla_core.sim import load_tasks
+from hypervla_msgs.msg import ControllerStatus, EndEffectorAction
 
 from .bringup import Stack
 from .node_config import config_path, declare, node_defaults, resolve_path

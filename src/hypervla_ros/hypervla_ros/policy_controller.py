@@ -7,26 +7,29 @@ latched e-stop, fault state with its reason. It publishes nothing on the action 
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TwistStamped
-from hypervla_msgs.msg import ActionChunk, ControllerStatus, EndEffectorAction
-from hypervla_msgs.srv import GeneratePolicy
+from hypervla_core.runtime import Runtime, check_instruction
+from hypervla_core.safety import SafetyFilter, SafetyLimits
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import (
+    DurabilityPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Empty, String
 from std_srvs.srv import Trigger
 
-from hypervla_core.checkpoint import CheckpointError
-from hypervla_core.runtime import Runtime, check_instruction
-from hypervla_core.safety import SafetyFilter, SafetyLimits
+from hypervla_msgs.msg import ActionChunk, ControllerStatus, EndEffectorAction
+from hypervla_msgs.srv import GeneratePolicy
 
 from .image_conversion import ImageError, compressed_to_rgb, image_to_rgb, rgb_to_image
 from .node_config import Window, declare, node_defaults, resolve_path
+from .node_runtime import diagnostics, run
 from .policy_msgs import from_msg
 
 S = ControllerStatus
@@ -351,38 +354,21 @@ class PolicyControllerNode(Node):
 
     def publish_diagnostics(self) -> None:
         state = getattr(self, "state", S.IDLE)
-        st = DiagnosticStatus(name="hypervla: policy_controller", hardware_id=self.runtime.model_id)
-        st.level = {S.RUNNING: DiagnosticStatus.OK, S.IDLE: DiagnosticStatus.OK,
-                    S.WAITING_POLICY: DiagnosticStatus.WARN, S.STALE: DiagnosticStatus.WARN}.get(
-                        state, DiagnosticStatus.ERROR)
-        st.message = STATE_NAMES[state] + (f": {self.reason}" if getattr(self, "reason", "") else "")
+        level = {S.RUNNING: DiagnosticStatus.OK, S.IDLE: DiagnosticStatus.OK, S.WAITING_POLICY: DiagnosticStatus.WARN,
+                 S.STALE: DiagnosticStatus.WARN}.get(state, DiagnosticStatus.ERROR)
+        message = STATE_NAMES[state] + (f": {self.reason}" if getattr(self, "reason", "") else "")
         values = {
             "state": STATE_NAMES[state], "policy_id": self.policy.policy_id if self.policy else "",
             "loop_rate_hz": f"{self._loop_rate():.1f}", "deadline_misses": self.deadline_misses,
             "latency_ms_p50": f"{self.latency.percentile(50):.2f}", "latency_ms_p99": f"{self.latency.percentile(99):.2f}",
             "actions_sent": self.actions_sent, "bad_inputs": self.bad_inputs, "last_bad_input": self.last_bad_input,
         }
-        st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        msg = DiagnosticArray(status=[st])
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg = diagnostics(self, "hypervla: policy_controller", self.runtime.model_id, level, message, values)
         self.diag_pub.publish(msg)
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    try:
-        node = PolicyControllerNode()
-    except (CheckpointError, OSError, KeyError, ValueError) as exc:
-        print(f"policy_controller: cannot start: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        sys.exit(1)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run(PolicyControllerNode, "policy_controller", args)
 
 
 if __name__ == "__main__":

@@ -5,20 +5,18 @@ Holds the hypernetwork and the language encoder; runs once per task, never in th
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from collections import OrderedDict
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from hypervla_msgs.srv import GeneratePolicy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from hypervla_core.runtime import Generator, InputError
 from rclpy.node import Node
 
-from hypervla_core.checkpoint import CheckpointError
-from hypervla_core.runtime import Generator, InputError
+from hypervla_msgs.srv import GeneratePolicy
 
 from .image_conversion import ImageError, image_to_rgb
 from .node_config import Window, declare, node_defaults, resolve_path
+from .node_runtime import diagnostics, run
 from .policy_msgs import to_msg
 
 SCHEMA = {
@@ -89,35 +87,19 @@ class PolicyGeneratorNode(Node):
         return response
 
     def publish_diagnostics(self):
-        st = DiagnosticStatus(name="hypervla: policy_generator", hardware_id=self.generator.model_id)
-        st.level, st.message = DiagnosticStatus.OK, "ready"
         values = {
             "model_id": self.generator.model_id, "device": self.p["device"],
             "cache_entries": len(self.cache), "cache_hits": self.hits, "cache_misses": self.misses,
             "failures": self.failures, "generation_ms_p50": f"{self.gen_ms.percentile(50):.2f}",
             "generation_ms_p99": f"{self.gen_ms.percentile(99):.2f}",
         }
-        st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        msg = DiagnosticArray(status=[st])
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg = diagnostics(self, "hypervla: policy_generator", self.generator.model_id, DiagnosticStatus.OK, "ready",
+                          values)
         self.diag_pub.publish(msg)
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    try:
-        node = PolicyGeneratorNode()
-    except (CheckpointError, OSError, KeyError, ValueError) as exc:
-        print(f"policy_generator: cannot start: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        sys.exit(1)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run(PolicyGeneratorNode, "policy_generator", args)
 
 
 if __name__ == "__main__":

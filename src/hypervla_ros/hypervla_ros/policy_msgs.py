@@ -5,10 +5,15 @@ import array
 import json
 
 import numpy as np
+from hypervla_core.task_policy import (
+    DTYPES,
+    FORMAT_VERSION,
+    PolicyFormatError,
+    TaskPolicy,
+)
+
 from hypervla_msgs.msg import TaskPolicy as TaskPolicyMsg
 from hypervla_msgs.msg import Tensor
-
-from hypervla_core.task_policy import DTYPES, FORMAT_VERSION, PolicyFormatError, TaskPolicy
 
 
 def to_msg(policy: TaskPolicy, stamp=None) -> TaskPolicyMsg:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import pathlib
 import time
 
-import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from .bags import add_topic, open_writer, qos
 from .node_config import declare, node_defaults
+from .node_runtime import run
 from .replay import message_class
 
 SCHEMA = {
@@ -71,16 +71,7 @@ class RecordNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = RecordNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.close()  # SIGINT and SIGTERM both end up here: metadata.yaml is always written
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run(RecordNode, "record", args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import sys
 import time
 
 import numpy as np
-
 from hypervla_core.runtime import Generator, Runtime
 
 from .bags import BagError, open_reader

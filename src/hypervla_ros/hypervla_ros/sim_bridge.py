@@ -12,18 +12,18 @@ import json
 import time
 
 import numpy as np
-import rclpy
-from hypervla_msgs.msg import EndEffectorAction
+from hypervla_core.sim import MetaWorldTask, task_for_instruction
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float32, String
 from std_srvs.srv import Trigger
 
-from hypervla_core.sim import MetaWorldTask, task_for_instruction
+from hypervla_msgs.msg import EndEffectorAction
 
 from .image_conversion import rgb_to_image
 from .node_config import Window, declare, node_defaults
+from .node_runtime import run
 from .policy_controller import LATCHED, _ns
 
 SCHEMA = {
@@ -158,16 +158,7 @@ class SimBridgeNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = SimBridgeNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run(SimBridgeNode, "sim_bridge", args)
 
 
 if __name__ == "__main__":
