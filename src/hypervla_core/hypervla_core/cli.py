@@ -58,7 +58,18 @@ def cmd_train(args) -> int:
     trainer = Trainer(model_cfg, train_cfg, args.data, args.out, tasks_file=args.tasks_file)
     if args.resume and trainer.resume():
         print(f"resumed at step {trainer.step}")
-    print(json.dumps(trainer.train(), indent=2))
+
+    def periodic_eval(folder, step) -> float:
+        from .evaluate import evaluate
+        from .sim import load_tasks
+
+        known = load_tasks(args.tasks_file)["tasks"]
+        tasks = sorted({r.task for r in trainer.data.refs if r.task in known})
+        report = evaluate(folder, f"{args.out}/eval_step{step}", ",".join(tasks), train_cfg.eval_episodes,
+                          workers=1, tasks_file=args.tasks_file, gifs=False)
+        return report["mean_success"]
+
+    print(json.dumps(trainer.train(on_eval=periodic_eval), indent=2))
     return 0
 
 

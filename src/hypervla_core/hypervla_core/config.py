@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -79,14 +79,12 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     gripper_loss_weight: float = 0.5
-    eval_every: int = 0  # steps between closed-loop evaluations (0 = only at the end)
-    eval_episodes: int = 5
+    eval_every: int = 0  # steps between closed-loop evaluations in Meta-World (0 = none while training)
+    eval_episodes: int = 5  # per task, for those evaluations
     checkpoint_every: int = 1000
     seed: int = 0
-    num_workers: int = 0
     augment: bool = True  # random shifts of the camera image
     threads: int = 2
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

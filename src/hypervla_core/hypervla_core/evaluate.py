@@ -13,6 +13,7 @@ import pathlib
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 from .sim import MetaWorldTask, load_tasks, suite_tasks
 
@@ -88,10 +89,10 @@ def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int =
     threads = max(1, 2 // workers)
     if workers > 1:
         with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(checkpoint, threads)) as pool:
-            results = pool.map(run_episode, jobs, chunksize=1)
+            results = list(tqdm(pool.imap(run_episode, jobs, chunksize=1), total=len(jobs), desc="episodes", unit="ep"))
     else:
         _init(checkpoint, threads)
-        results = [run_episode(j) for j in jobs]
+        results = [run_episode(j) for j in tqdm(jobs, desc="episodes", unit="ep")]
         _close_sims()
     per_task = {}
     for task in tasks:

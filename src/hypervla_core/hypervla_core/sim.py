@@ -83,7 +83,8 @@ class MetaWorldTask:
             raise ValueError(f"unknown Meta-World task {task!r}")
         self.task, self.max_steps, self.camera = task, max_steps, camera
         self.env = metaworld.ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[key](seed=0)
-        self.env._freeze_rand_vec = False  # new object/goal positions on every reset
+        self.env._freeze_rand_vec = False  # new object/goal positions on every reset...
+        self.env.seeded_rand_vec = True  # ...drawn from the env's seeded generator, not numpy's global one
         self._mujoco = mujoco
         self.renderer = mujoco.Renderer(self.env.model, image_size, image_size)
         self.expert = metaworld.policies.ENV_POLICY_MAP[task]()

@@ -159,7 +159,8 @@ class Trainer:
             if self.rank == 0 and self.tcfg.checkpoint_every and self.step % self.tcfg.checkpoint_every == 0:
                 self.save()
             if on_eval and self.tcfg.eval_every and self.step % self.tcfg.eval_every == 0 and self.rank == 0:
-                on_eval(self.save(), self.step)
+                self.save()
+                self.history.append({"step": self.step, "eval_mean_success": on_eval(self.out, self.step)})
         bar.close()
         wall = time.time() - start
         model_id = self.save(wall_time_s=wall) if self.rank == 0 else ""
@@ -188,6 +189,10 @@ class Trainer:
         path = self.out / "train_state.safetensors"
         if not path.exists():
             return False
+        saved = ckpt.load(self.out).cfg
+        if saved != self.mcfg:
+            diff = {k: (v, getattr(self.mcfg, k)) for k, v in saved.__dict__.items() if getattr(self.mcfg, k) != v}
+            raise ValueError(f"cannot resume {self.out}: its model config differs (saved, requested): {diff}")
         state = load_file(str(path))
         self.model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
         self.ema = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}

@@ -4,6 +4,7 @@ Publishes camera frames (sensor_msgs/Image) and proprio (JointState), applies in
 EndEffectorAction commands, reports success, reward and episode events, and resets on ~/reset.
 real_time: a timer at rate_hz steps with the newest action received since the last step (none: the arm
 holds) and publishes a frame. Otherwise the scene steps as soon as the action for the last frame arrives.
+Fast mode re-sends the current frame when no action arrives within a period.
 Episode events on ~/events are JSON strings: {"event": "reset"|"success"|"timeout", "task", "seed", ...}.
 """
 from __future__ import annotations
@@ -62,8 +63,9 @@ class SimBridgeNode(Node):
         self.create_service(Trigger, "~/reset", self.on_reset)
         if p["task"]:
             self.load(p["task"])
-        if p["real_time"]:
-            self.create_timer(1.0 / p["rate_hz"], self.tick)
+        # Real time: the timer steps the scene. Fast: actions step it, and the timer only re-sends the
+        # current frame when no action came for a period (the camera never goes silent while waiting).
+        self.create_timer(1.0 / p["rate_hz"], self.tick)
         self.get_logger().info(f"sim bridge up ({'real time' if p['real_time'] else 'as fast as possible'})")
 
     def load(self, task: str) -> None:
@@ -121,8 +123,12 @@ class SimBridgeNode(Node):
             self.advance()
 
     def tick(self) -> None:
-        if self.episode["active"]:
+        if not self.episode["active"]:
+            return
+        if self.p["real_time"]:
             self.advance()
+        elif time.monotonic_ns() - self.frame_sent_ns > 1e9 / self.p["rate_hz"]:
+            self.publish_frame()
 
     def advance(self) -> None:
         action, self.pending_action = self.pending_action, None
