@@ -94,11 +94,12 @@ def test_generator_restart(stack):
     probe.say("open the door")
     assert wait_until(lambda: _running_with_new_policy(probe), STARTUP)
     s.kill("generator")
-    probe.say("close the door")  # the generator is gone: the old policy must not run the new task
-    assert wait_until(lambda: probe.latest_status().state in (S.WAITING_POLICY, S.FAULT), 10)
+    probe.say("close the door")  # the generator is gone: the old policy must not run the new task...
+    time.sleep(0.5)  # ...beyond the switch grace period (0.3 s in config/hypervla.yaml)
+    assert probe.latest_status().state in (S.WAITING_POLICY, S.FAULT), probe.latest_status()
     t0 = time.monotonic()
     time.sleep(0.5)
-    assert probe.actions_since(t0 + 0.1) == []
+    assert probe.actions_since(t0) == []
     s.start("generator")
     assert wait_until(lambda: probe.latest_status().state == S.RUNNING
                       and probe.latest_status().instruction == "close the door", STARTUP), probe.latest_status()
