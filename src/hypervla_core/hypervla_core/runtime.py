@@ -37,6 +37,8 @@ def image_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     check_image(image)
     if image.shape[0] != size or image.shape[1] != size:
         image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    elif not image.flags.writeable:  # a view on a received message buffer: torch wants its own copy
+        image = image.copy()
     return preprocess_images(torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0), size)
 
 

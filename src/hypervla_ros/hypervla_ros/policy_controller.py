@@ -103,6 +103,7 @@ class PolicyControllerNode(Node):
         self.last_bad_input = ""
         self.tick_dt = Window(500)
         self.latency = Window(500)
+        self.state, self.reason = S.IDLE, "no instruction"  # as last published on the status topic
 
         self.client = self.create_client(GeneratePolicy, p["generator_service"])
         if p["camera_topic"]:
@@ -353,10 +354,10 @@ class PolicyControllerNode(Node):
         self.status_pub.publish(msg)
 
     def publish_diagnostics(self) -> None:
-        state = getattr(self, "state", S.IDLE)
+        state = self.state
         level = {S.RUNNING: DiagnosticStatus.OK, S.IDLE: DiagnosticStatus.OK, S.WAITING_POLICY: DiagnosticStatus.WARN,
                  S.STALE: DiagnosticStatus.WARN}.get(state, DiagnosticStatus.ERROR)
-        message = STATE_NAMES[state] + (f": {self.reason}" if getattr(self, "reason", "") else "")
+        message = STATE_NAMES[state] + (f": {self.reason}" if self.reason else "")
         values = {
             "state": STATE_NAMES[state], "policy_id": self.policy.policy_id if self.policy else "",
             "loop_rate_hz": f"{self._loop_rate():.1f}", "deadline_misses": self.deadline_misses,
