@@ -1,12 +1,15 @@
 """replay: publish a bag's messages on live topics with their original timing.
 
-Raw CDR bytes go out unchanged (no deserialization). rate scales time (2.0 = twice as fast), loop repeats,
+Raw CDR bytes go out unchanged (no deserialization), unless restamp is set: then messages with a header get
+the current time, because a live controller refuses to act on old stamps. rate scales time (2.0 = twice as fast), loop repeats,
 topics selects a subset. Latched topics in the bag are republished latched, so late subscribers (the
 controller's instruction subscription) still receive them.
 """
 from __future__ import annotations
 
 import importlib
+import json
+import pathlib
 import time
 
 import rclpy
@@ -23,6 +26,8 @@ SCHEMA = {
     "loop": ("start over at the end", None),
     "topics": ("topics to publish ([] or [''] = all)", None),
     "start_delay_s": ("wait before the first message, so subscribers can match", (0.0, 60.0)),
+    "restamp": ("stamp headers with the current time (a live controller ignores old stamps)", None),
+    "stamp_map_file": ("with restamp: write {new: recorded} stamps here for replay_eval --stamp-map ('' = no)", None),
 }
 
 
@@ -36,7 +41,11 @@ def message_class(msgtype: str):
 
 
 def replay(node: Node, bag: str, rate: float = 1.0, topics=None, loop: bool = False, start_delay_s: float = 0.5,
-           should_stop=lambda: False) -> int:
+           should_stop=lambda: False, restamp: bool = False, stamp_map: dict | None = None) -> int:
+    """Publish the bag's messages with their recorded spacing. restamp: set header stamps to now (the live
+    controller refuses old stamps) and note new -> recorded stamp in stamp_map, to pair answers later."""
+    from rclpy.serialization import deserialize_message
+
     reader = open_reader(bag)
     try:
         conns = [c for c in reader.connections if not topics or c.topic in topics]
@@ -63,7 +72,16 @@ def replay(node: Node, bag: str, rate: float = 1.0, topics=None, loop: bool = Fa
                 delay = (stamp - t0_bag) / 1e9 / rate - (time.monotonic() - t0_wall)
                 if delay > 0:
                     time.sleep(delay)
-                pubs[conn.topic].publish(bytes(raw))
+                pub = pubs[conn.topic]
+                if restamp and "header" in pub.msg_type.get_fields_and_field_types():
+                    msg = deserialize_message(bytes(raw), pub.msg_type)
+                    now = node.get_clock().now()
+                    if stamp_map is not None:
+                        stamp_map[now.nanoseconds] = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                    msg.header.stamp = now.to_msg()
+                    pub.publish(msg)
+                else:
+                    pub.publish(bytes(raw))
                 sent += 1
             if not loop:
                 return sent
@@ -77,7 +95,11 @@ def main(args=None):
     p = declare(node, SCHEMA, node_defaults("replay"))
     topics = [t for t in p["topics"] if t]
     try:
-        sent = replay(node, p["bag"], p["rate"], topics, p["loop"], p["start_delay_s"], lambda: not rclpy.ok())
+        stamp_map: dict[int, int] = {}
+        sent = replay(node, p["bag"], p["rate"], topics, p["loop"], p["start_delay_s"], lambda: not rclpy.ok(),
+                      p["restamp"], stamp_map)
+        if p["stamp_map_file"]:
+            pathlib.Path(p["stamp_map_file"]).write_text(json.dumps(stamp_map))
         node.get_logger().info(f"replayed {sent} messages from {p['bag']}")
     except BagError as exc:
         node.get_logger().error(str(exc))

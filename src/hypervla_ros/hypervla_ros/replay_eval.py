@@ -5,7 +5,8 @@ controller runs is generated (with the episode's first frame) and stepped on eve
 recorded action is paired with the prediction for the frame it was computed from (same header stamp, as
 our controller stamps them) or else the latest frame before it. Reports per episode and overall: MSE and
 MAE per action dimension, gripper agreement, policy step latency; a PNG of predicted vs recorded actions
-per episode; report.md and report.json.
+per episode; report.md and report.json. With --live-bag it scores instead what the live controller published
+while the bag was replayed to it (see compare_live).
 """
 from __future__ import annotations
 
@@ -152,6 +153,45 @@ def evaluate_bag(bag: str, checkpoint: str, out_dir: str, camera_topic="/camera/
     return report
 
 
+def _actions_by_stamp(bag: str, topic: str, twist_period_s: float) -> dict[int, np.ndarray]:
+    reader = open_reader(bag)
+    try:
+        if topic not in reader.topics:
+            raise BagError(f"bag {bag}: no action topic {topic!r}; it has {sorted(reader.topics)}")
+        conns = [c for c in reader.connections if c.topic == topic]
+        out = {}
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            out.setdefault(_stamp(msg), _action_vector(msg, conn.msgtype, twist_period_s))
+        return out
+    finally:
+        reader.close()
+
+
+def compare_live(reference_bag: str, live_bag: str, out_dir: str, action_topic="/hypervla/action",
+                 live_action_topic: str | None = None, twist_period_s: float = 0.02,
+                 stamp_map: dict[int, int] | None = None) -> dict:
+    """Score what a live controller published while `reference_bag` was replayed to it (recorded into
+    `live_bag`) against the actions recorded in `reference_bag`. The controller stamps each action with its
+    frame's stamp; with a restamped replay, stamp_map (replay's new -> recorded) leads back to the bag's."""
+    ref = _actions_by_stamp(reference_bag, action_topic, twist_period_s)
+    live = _actions_by_stamp(live_bag, live_action_topic or action_topic, twist_period_s)
+    if stamp_map:
+        live = {stamp_map[s]: a for s, a in live.items() if s in stamp_map}
+    common = sorted(set(ref) & set(live))
+    if not common:
+        raise BagError(f"no action in {live_bag} matches a recorded frame of {reference_bag} by stamp")
+    ep = Episode("(live controller vs recorded)")
+    ep.pairs = [(live[s], ref[s]) for s in common]
+    ep.step_ms = [0.0]
+    report = {"reference_bag": str(reference_bag), "live_bag": str(live_bag), "overall": ep.metrics(),
+              "coverage": round(len(common) / len(ref), 4)}
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "live_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
 def _plot(ep: Episode, path: pathlib.Path) -> None:
     import matplotlib
 
@@ -192,9 +232,11 @@ def _markdown(report: dict, images: list[str]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="score a checkpoint on a recorded bag")
-    parser.add_argument("bag")
-    parser.add_argument("checkpoint")
+    parser = argparse.ArgumentParser(description="score a checkpoint on a recorded bag, or a live run against it")
+    parser.add_argument("bag", help="the recorded bag")
+    parser.add_argument("checkpoint", nargs="?", help="checkpoint to run on the bag's frames")
+    parser.add_argument("--live-bag", help="instead: a bag recorded while BAG was replayed to the live stack")
+    parser.add_argument("--stamp-map", help="JSON {new: recorded} stamps written by a restamped replay")
     parser.add_argument("--out", default="runs/replay_eval")
     parser.add_argument("--camera-topic", default="/camera/image_raw")
     parser.add_argument("--instruction-topic", default="/hypervla/instruction")
@@ -204,15 +246,25 @@ def main(argv=None) -> int:
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     try:
-        report = evaluate_bag(args.bag, args.checkpoint, args.out, args.camera_topic, args.instruction_topic,
-                              args.action_topic, args.proprio_topic, args.twist_period_s, not args.no_plots)
+        if args.live_bag:
+            stamp_map = None
+            if args.stamp_map:
+                stamp_map = {int(k): int(v) for k, v in json.loads(pathlib.Path(args.stamp_map).read_text()).items()}
+            report = compare_live(args.bag, args.live_bag, args.out, args.action_topic, None, args.twist_period_s,
+                                  stamp_map)
+            print(f"live vs recorded: {report['overall']['pairs']} actions paired (coverage {report['coverage']})")
+        elif args.checkpoint:
+            report = evaluate_bag(args.bag, args.checkpoint, args.out, args.camera_topic, args.instruction_topic,
+                                  args.action_topic, args.proprio_topic, args.twist_period_s, not args.no_plots)
+            print(f"{len(report['episodes'])} episode(s), {report['overall']['pairs']} scored actions, "
+                  f"{report['frames_per_s']} frames/s; report in {args.out}/report.md")
+        else:
+            parser.error("give a checkpoint, or --live-bag")
     except BagError as exc:
         print(f"replay_eval: error: {exc}", file=sys.stderr)
         return 2
     o = report["overall"]
-    print(f"{len(report['episodes'])} episode(s), {o['pairs']} scored actions, {report['frames_per_s']} frames/s")
-    print("MSE " + " ".join(f"{k}={v:.2e}" for k, v in o["mse"].items()))
-    print(f"gripper agreement {o['gripper_agreement']}; report in {args.out}/report.md")
+    print("MSE " + " ".join(f"{k}={v:.2e}" for k, v in o["mse"].items()) + f"; gripper agreement {o['gripper_agreement']}")
     return 0
 
 
