@@ -72,7 +72,11 @@ class Episode:
 
 def evaluate_bag(bag: str, checkpoint: str, out_dir: str, camera_topic="/camera/image_raw",
                  instruction_topic="/hypervla/instruction", action_topic="/hypervla/action",
-                 proprio_topic="/hypervla/proprio", twist_period_s: float = 0.02, plots: bool = True) -> dict:
+                 proprio_topic="/hypervla/proprio", twist_period_s: float = 0.02, plots: bool = True,
+                 threads: int = 1) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)  # the per-frame model is tiny: more threads only add synchronization
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     generator, runtime = Generator.load(checkpoint), Runtime.load(checkpoint)
