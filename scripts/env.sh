@@ -11,9 +11,6 @@ export _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
 export AMENT_PREFIX_PATH=$_HV_VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}
 export CMAKE_PREFIX_PATH=$_HV_VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
 export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
-# Fast DDS over UDP drops most 640x480 frames with best-effort QoS; LARGE_DATA (shared memory + TCP)
-# delivers them all (make bench measures both). Set it empty to get Fast DDS's default transports.
-export FASTDDS_BUILTIN_TRANSPORTS=${FASTDDS_BUILTIN_TRANSPORTS-LARGE_DATA}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 if [ "${1:-}" != "--no-install" ] && [ -f "$_HV_ROOT/install/setup.bash" ]; then
