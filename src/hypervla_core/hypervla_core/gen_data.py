@@ -76,10 +76,14 @@ def generate(out_dir: str, suite: str = "mt10", episodes: int = 40, seed: int = 
                 done = set(int(s) for s in f.attrs.get("attempted_seeds", []))
                 n_kept = len(f["data"].keys()) if "data" in f else 0
         kept[task], attempted[task] = n_kept, done
-        # Seeds are disjoint per task and far from evaluation seeds (see evaluate.EVAL_SEED_OFFSET).
+        missing = episodes - n_kept
+        if missing <= 0:
+            continue
+        # Seeds are disjoint per task and far from evaluation seeds (see evaluate.EVAL_SEED_OFFSET); about 30 %
+        # more attempts than episodes still needed, since experts with noisy execution sometimes fail.
         base = seed * 1_000_000 + ti * 10_000
-        budget = [base + k for k in range(int(episodes * 1.5) + 5) if base + k not in done]
-        jobs += [(task, s, image_size, noise, max_steps) for s in budget[: max(0, int((episodes - n_kept) * 1.3) + 2)]]
+        fresh = (base + k for k in range(10_000) if base + k not in done)
+        jobs += [(task, next(fresh), image_size, noise, max_steps) for _ in range(int(missing * 1.3) + 2)]
     start = time.time()
     files = {}
     try:
