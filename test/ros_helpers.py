@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from hypervla_ros.image_conversion import rgb_to_image
-from hypervla_ros.policy_controller import LATCHED
+from hypervla_ros.node_config import LATCHED
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data

@@ -7,7 +7,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from hypervla_ros.bringup import Stack
-from hypervla_ros.policy_controller import LATCHED
+from hypervla_ros.node_config import LATCHED
 from ros_helpers import Probe, Spinner, wait_until, write_config
 
 

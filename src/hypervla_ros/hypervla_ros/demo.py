@@ -25,8 +25,7 @@ from std_msgs.msg import String
 from hypervla_msgs.msg import ControllerStatus, EndEffectorAction
 
 from .bringup import Stack
-from .node_config import config_path, declare, node_defaults, resolve_path
-from .policy_controller import LATCHED
+from .node_config import LATCHED, config_path, declare, node_defaults, resolve_path
 
 SCHEMA = {
     "tasks": ("Meta-World tasks to run", None),

@@ -12,6 +12,15 @@ from collections import deque
 import numpy as np
 import yaml
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+# Instruction, e-stop and episode events: the last message reaches subscribers that join later.
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def stamp_ns(stamp) -> int:
+    """builtin_interfaces/Time (rclpy or rosbags) -> nanoseconds."""
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 def config_path() -> pathlib.Path:

@@ -15,9 +15,6 @@ from hypervla_core.runtime import Runtime, check_instruction
 from hypervla_core.safety import SafetyFilter, SafetyLimits
 from rclpy.node import Node
 from rclpy.qos import (
-    DurabilityPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
     qos_profile_sensor_data,
 )
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -28,14 +25,13 @@ from hypervla_msgs.msg import ActionChunk, ControllerStatus, EndEffectorAction
 from hypervla_msgs.srv import GeneratePolicy
 
 from .image_conversion import ImageError, compressed_to_rgb, image_to_rgb, rgb_to_image
-from .node_config import Window, declare, node_defaults, resolve_path
+from .node_config import LATCHED, Window, declare, node_defaults, resolve_path, stamp_ns
 from .node_runtime import diagnostics, run
 from .policy_msgs import from_msg
 
 S = ControllerStatus
 STATE_NAMES = {S.IDLE: "IDLE", S.WAITING_POLICY: "WAITING_POLICY", S.RUNNING: "RUNNING", S.STALE: "STALE",
                S.ESTOP: "ESTOP", S.FAULT: "FAULT"}
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 SCHEMA = {
     "checkpoint": ("checkpoint folder; only its runtime part (vision encoder, base policy) is loaded", None),
@@ -66,10 +62,6 @@ SCHEMA = {
     "torch_threads": ("intra-op threads for the policy (1 keeps latency steady)", (0, 64)),
     "diagnostics_period_s": ("seconds between /diagnostics messages", (0.1, 60.0)),
 }
-
-
-def _ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 class PolicyControllerNode(Node):
@@ -134,7 +126,7 @@ class PolicyControllerNode(Node):
     def _store_frame(self, rgb: np.ndarray, header) -> None:
         now = self.now_ns()
         self.frame_seq += 1
-        self.frame = (rgb, _ns(header.stamp) or now, self.frame_seq, now)
+        self.frame = (rgb, stamp_ns(header.stamp) or now, self.frame_seq, now)
         if self.p["act_on_frame"]:  # lowest latency: act now; the timer still runs watchdog and status
             self._step(now)
 

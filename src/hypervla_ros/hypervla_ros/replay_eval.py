@@ -21,14 +21,11 @@ from hypervla_core.runtime import Generator, Runtime
 
 from .bags import BagError, open_reader
 from .image_conversion import ImageError, compressed_to_rgb, image_to_rgb
+from .node_config import stamp_ns
 
 DIMS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 ACTION_TYPES = ("hypervla_msgs/msg/EndEffectorAction", "geometry_msgs/msg/TwistStamped")
-
-
-def _stamp(msg) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
 def _action_vector(msg, msgtype: str, twist_period_s: float) -> np.ndarray:
@@ -122,13 +119,13 @@ def evaluate_bag(bag: str, checkpoint: str, out_dir: str, camera_topic="/camera/
                 t = time.perf_counter()
                 pred = ep.policy.step(rgb, proprio if runtime.model.cfg.proprio_dim else None)
                 ep.step_ms.append((time.perf_counter() - t) * 1000)
-                ep.last_stamp = _stamp(msg)
+                ep.last_stamp = stamp_ns(msg.header.stamp)
                 ep.preds[ep.last_stamp] = pred
                 if len(ep.preds) > 256:  # bounded: actions refer to recent frames
                     ep.preds.pop(next(iter(ep.preds)))
             elif conn.topic == action_topic:
                 rec = _action_vector(msg, conn.msgtype, twist_period_s)
-                pred = ep.preds.pop(_stamp(msg), None)
+                pred = ep.preds.pop(stamp_ns(msg.header.stamp), None)
                 if pred is None and ep.last_stamp is not None:
                     pred = ep.preds.get(ep.last_stamp)
                 if pred is not None:
@@ -166,7 +163,7 @@ def _actions_by_stamp(bag: str, topic: str, twist_period_s: float) -> dict[int, 
         out = {}
         for conn, _, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
-            out.setdefault(_stamp(msg), _action_vector(msg, conn.msgtype, twist_period_s))
+            out.setdefault(stamp_ns(msg.header.stamp), _action_vector(msg, conn.msgtype, twist_period_s))
         return out
     finally:
         reader.close()

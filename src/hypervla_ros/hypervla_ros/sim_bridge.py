@@ -23,9 +23,8 @@ from std_srvs.srv import Trigger
 from hypervla_msgs.msg import EndEffectorAction
 
 from .image_conversion import rgb_to_image
-from .node_config import Window, declare, node_defaults
+from .node_config import LATCHED, Window, declare, node_defaults, stamp_ns
 from .node_runtime import run
-from .policy_controller import LATCHED, _ns
 
 SCHEMA = {
     "task": ("Meta-World task to load ('' = choose from the instruction)", None),
@@ -116,10 +115,10 @@ class SimBridgeNode(Node):
         if not np.isfinite(action).all():
             self.get_logger().error("ignored an action with NaN/inf")
             return
-        if _ns(msg.header.stamp) == self.frame_stamp_ns:
+        if stamp_ns(msg.header.stamp) == self.frame_stamp_ns:
             self.e2e.add((time.monotonic_ns() - self.frame_sent_ns) / 1e6)
         self.pending_action = action
-        if not self.p["real_time"] and _ns(msg.header.stamp) == self.frame_stamp_ns:
+        if not self.p["real_time"] and stamp_ns(msg.header.stamp) == self.frame_stamp_ns:
             self.advance()
 
     def tick(self) -> None:
