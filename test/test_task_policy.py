@@ -57,6 +57,25 @@ def test_tampered_or_corrupt_blobs_are_rejected(pair):
         TaskPolicy.from_bytes(bumped)
 
 
+def _with_metadata(blob: bytes, **changes) -> bytes:
+    """Rewrite metadata fields of a safetensors blob (header length prefix kept consistent)."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    header["__metadata__"].update(changes)
+    raw = json.dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw + blob[8 + n:]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("generation_time_ms", ">1.4"),  # found by the fuzz run: a float parse error escaped as ValueError
+    ("action_mean", "[1, "), ("action_std", "{}"), ("architecture", "not json"), ("instruction", None)])
+def test_malformed_metadata_fields_are_rejected(pair, field, value):
+    gen, _, _ = pair
+    blob = gen.generate("reach the goal", IMG).to_bytes()
+    with pytest.raises(PolicyFormatError):
+        TaskPolicy.from_bytes(_with_metadata(blob, **{field: value}))
+
+
 def test_shape_and_model_mismatch_are_rejected(pair):
     gen, rt, _ = pair
     p = gen.generate("close the window", IMG)

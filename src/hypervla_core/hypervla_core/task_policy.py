@@ -114,6 +114,8 @@ class TaskPolicy:
             (n,) = struct.unpack("<Q", data[:8])
             header = json.loads(data[8:8 + n])
             meta = header.get("__metadata__") or {}
+            if not isinstance(meta, dict):
+                raise TypeError("__metadata__ is not a mapping")
             tensors = safetensors.numpy.load(data)
         except Exception as exc:  # the library raises several types for a corrupt blob
             raise PolicyFormatError(f"corrupt policy blob: {exc}") from exc
@@ -127,7 +129,9 @@ class TaskPolicy:
                 action_std=json.loads(meta["action_std"]), generation_time_ms=float(meta["generation_time_ms"]),
                 policy_id=meta["policy_id"],
             )
-        except (KeyError, json.JSONDecodeError, TypeError) as exc:
+        except PolicyFormatError:
+            raise
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:  # ValueError covers JSON and float parsing
             raise PolicyFormatError(f"policy metadata incomplete or malformed: {exc}") from exc
         if runtime is not None:
             policy.bind(runtime)
