@@ -135,3 +135,36 @@ def test_info_cli(tiny_checkpoints, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["activated_per_step"] == info["shared_vision_encoder"] + info["generated_per_task"]
     assert cli(["info", "/nonexistent"]) == 2
+
+
+def test_goal_marker_comes_from_the_tasks_file(tmp_path, monkeypatch):
+    """config/tasks.yaml goal_marker_m: a larger rendered goal sphere; physics and the expert are untouched."""
+    import mujoco
+    import yaml
+    from hypervla_core.sim import MetaWorldTask, load_tasks
+
+    tasks = load_tasks()
+    radius = tasks["tasks"]["reach-v3"]["goal_marker_m"]
+    plain = dict(tasks["tasks"]["reach-v3"])
+    del plain["goal_marker_m"]
+    (tmp_path / "tasks.yaml").write_text(yaml.safe_dump({**tasks, "tasks": {**tasks["tasks"], "reach-v3": plain}}))
+
+    def goal_pixels(sim):
+        image = sim.reset(7).image.astype(int)
+        return int(((image[..., 0] > 150) & (image[..., 1] < 60) & (image[..., 2] < 60)).sum())  # red
+
+    marked = MetaWorldTask("reach-v3")
+    monkeypatch.setattr("hypervla_core.sim.TASKS_FILE", tmp_path / "tasks.yaml")
+    unmarked = MetaWorldTask("reach-v3")
+    goal = mujoco.mj_name2id(marked.env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+    assert marked.env.model.site_size[goal][0] == pytest.approx(radius) and radius > 0.02
+    assert unmarked.env.model.site_size[goal][0] == pytest.approx(0.02)
+    assert goal_pixels(marked) > goal_pixels(unmarked)
+    marked.reset(3)
+    unmarked.reset(3)
+    for _ in range(5):  # same seed, same expert actions, same physics
+        act = marked.expert_action()
+        np.testing.assert_allclose(act, unmarked.expert_action())
+        np.testing.assert_allclose(marked.step(act)[0].state, unmarked.step(act)[0].state)
+    marked.close()
+    unmarked.close()

@@ -129,3 +129,23 @@ def test_bad_images_are_reported_not_fatal(stack):
     assert probe.actions == []  # no policy step ever ran on a rejected frame
     probe.camera_on()  # good frames after bad ones: back to work
     assert wait_until(lambda: _running_with_new_policy(probe), 20)
+
+
+def test_profile_env_writes_a_profile_per_node(ros, tmp_path, tiny_checkpoints):
+    """HYPERVLA_PROFILE=DIR: each node writes a cProfile of its spin at shutdown (how the hot path was found)."""
+    import pstats
+
+    config = write_config(tmp_path, tiny_checkpoints["hypervla"], policy_controller={"generator_retry_s": 0.2})
+    with Stack(config, log_dir=str(tmp_path / "logs"), env={"HYPERVLA_PROFILE": str(tmp_path / "prof")}) as s:
+        s.start("generator", "controller")
+        probe = Probe()
+        spinner = Spinner(probe)
+        try:
+            probe.camera_on()
+            probe.say("open the drawer")
+            assert wait_until(lambda: _running_with_new_policy(probe), STARTUP), probe.latest_status()
+        finally:
+            spinner.close()
+    functions = {name for (_, _, name) in pstats.Stats(str(tmp_path / "prof" / "policy_controller.prof")).stats}
+    assert {"on_image", "_act", "on_policy"} <= functions
+    assert "on_request" in {name for (_, _, name) in pstats.Stats(str(tmp_path / "prof" / "policy_generator.prof")).stats}

@@ -177,3 +177,24 @@ def test_checkpoint_is_safetensors_not_pickle(tiny_checkpoints):
     header = json.loads(data[8:8 + header_len])
     assert any(k.startswith("hypernet.heads.") for k in header)
     assert b"\x80\x04" not in data[:2]  # not a pickle stream
+
+
+@pytest.mark.parametrize("kind", ["hypervla", "monolithic"])
+def test_onnxruntime_backend_matches_torch(tiny_checkpoints, kind):
+    folder = tiny_checkpoints[kind]
+    gen, eager, fast = Generator.load(folder), Runtime.load(folder), Runtime.load(folder, backend="onnxruntime")
+    policy = gen.generate("open the drawer", IMG)
+    a, b = TaskPolicy.from_bytes(policy.to_bytes(), runtime=eager), TaskPolicy.from_bytes(policy.to_bytes(), runtime=fast)
+    rng = np.random.default_rng(1)
+    for proprio in (None, np.array([0.1, 0.6, 0.2, 0.5], np.float32)):
+        image = rng.integers(0, 255, (96, 80, 3), dtype=np.uint8)
+        np.testing.assert_allclose(a.predict_chunk(image, proprio), b.predict_chunk(image, proprio), rtol=1e-4, atol=1e-5)
+    other = gen.generate("close the window", IMG).bind(fast)  # one exported graph serves every task
+    assert not np.allclose(other.predict_chunk(IMG), b.predict_chunk(IMG))
+    with pytest.raises(InputError, match="proprio"):
+        b.predict_chunk(IMG, np.array([np.nan, 0, 0, 0], np.float32))
+
+
+def test_unknown_backend_is_rejected(tiny_checkpoints):
+    with pytest.raises(ValueError, match="backend"):
+        Runtime.load(tiny_checkpoints["hypervla"], backend="tensorrt")

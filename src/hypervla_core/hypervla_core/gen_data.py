@@ -83,7 +83,8 @@ def generate(out_dir: str, suite: str = "mt10", episodes: int = 40, seed: int = 
         # more attempts than episodes still needed, since experts with noisy execution sometimes fail.
         base = seed * 1_000_000 + ti * 10_000
         fresh = (base + k for k in range(10_000) if base + k not in done)
-        jobs += [(task, next(fresh), image_size, noise, max_steps) for _ in range(int(missing * 1.3) + 2)]
+        task_noise = float(phrasings[task].get("expert_noise", noise))  # some experts fail too often with noise
+        jobs += [(task, next(fresh), image_size, task_noise, max_steps) for _ in range(int(missing * 1.3) + 2)]
     start = time.time()
     files = {}
     try:

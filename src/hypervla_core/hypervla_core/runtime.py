@@ -17,6 +17,7 @@ from .model import VLA
 from .task_policy import PolicyFormatError, TaskPolicy
 
 MAX_INSTRUCTION_CHARS = 2000
+BACKENDS = ("torch", "onnxruntime")  # how Runtime runs the control step
 
 
 class InputError(ValueError):
@@ -66,18 +67,26 @@ def architecture_of(model: VLA) -> dict:
 class Runtime:
     """Shared vision encoder + base policy (or the twin's trunk). Holds no hypernetwork, no language model."""
 
-    def __init__(self, model: VLA, model_id: str, stats: ckpt.Stats):
+    def __init__(self, model: VLA, model_id: str, stats: ckpt.Stats, backend: str = "torch"):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown runtime backend {backend!r} (expected one of {', '.join(BACKENDS)})")
         self.model = model.eval()
         self.model_id = model_id
         self.stats = stats
         self.architecture = architecture_of(model)
+        self.backend = backend
+        self._onnx = None
+        if backend == "onnxruntime":
+            from .onnx_backend import OnnxActor
+
+            self._onnx = OnnxActor(self.model, threads=torch.get_num_threads())
 
     @classmethod
-    def load(cls, folder) -> "Runtime":
+    def load(cls, folder, backend: str = "torch") -> "Runtime":
         loaded = ckpt.load(folder, prefixes=VLA.RUNTIME_PREFIXES)
         model = VLA(loaded.cfg, loaded.lang_dim, runtime_only=True)
         ckpt.load_state_strict(model, loaded.state, f"checkpoint {folder} (runtime part)")
-        return cls(model, loaded.model_id, loaded.stats)
+        return cls(model, loaded.model_id, loaded.stats, backend)
 
     def check_compatible(self, policy: TaskPolicy) -> None:
         if policy.model_id != self.model_id:
@@ -85,17 +94,29 @@ class Runtime:
         if policy.architecture != self.architecture:
             raise PolicyFormatError("policy architecture does not match this runtime's base policy")
 
+    def prepare(self, tensors: dict[str, np.ndarray]):
+        """A TaskPolicy's tensors in the form act() takes, built once when the policy is bound."""
+        if self._onnx is not None:
+            return self._onnx.prepare(tensors)
+        return {k: torch.from_numpy(np.array(v, np.float32)).unsqueeze(0) for k, v in tensors.items()}
+
     @torch.inference_mode()
-    def act(self, task: dict[str, torch.Tensor], image: np.ndarray, proprio: np.ndarray | None):
+    def act(self, task, image: np.ndarray, proprio: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Normalized action chunk (1, H, action_dim - 1) and gripper logits (1, H)."""
         cfg = self.model.cfg
         prop = None
         if cfg.proprio_dim and proprio is not None:
             proprio = np.asarray(proprio, np.float32).reshape(-1)
             if proprio.shape != (cfg.proprio_dim,) or not np.isfinite(proprio).all():
                 raise InputError(f"proprio must be {cfg.proprio_dim} finite values, got {proprio.shape}")
-            prop = torch.from_numpy((proprio - self.stats.proprio_mean) / self.stats.proprio_std).unsqueeze(0)
-        chunk, grip = self.model.act(task, image_tensor(image, cfg.image_size), prop)
-        if not (torch.isfinite(chunk).all() and torch.isfinite(grip).all()):
+            prop = ((proprio - self.stats.proprio_mean) / self.stats.proprio_std).astype(np.float32)[None]
+        images = image_tensor(image, cfg.image_size)
+        if self._onnx is not None:
+            chunk, grip = self._onnx(task, images.numpy(), prop)
+        else:
+            chunk, grip = self.model.act(task, images, None if prop is None else torch.from_numpy(prop))
+            chunk, grip = chunk.numpy(), grip.numpy()
+        if not (np.isfinite(chunk).all() and np.isfinite(grip).all()):
             raise InputError("policy produced NaN or inf")
         return chunk, grip
 

@@ -86,6 +86,15 @@ class MetaWorldTask:
         self.env._freeze_rand_vec = False  # new object/goal positions on every reset...
         self.env.seeded_rand_vec = True  # ...drawn from the env's seeded generator, not numpy's global one
         self._mujoco = mujoco
+        # Meta-World's goal sites are 2 cm spheres: a pixel or two at 64x64, too small to locate. A task may ask
+        # for a larger rendered marker (config/tasks.yaml goal_marker_m); sites never collide, so physics and
+        # the success test are unchanged.
+        marker = load_tasks().get("tasks", {}).get(task, {}).get("goal_marker_m")
+        if marker:
+            site = mujoco.mj_name2id(self.env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+            if site < 0:
+                raise ValueError(f"{task}: goal_marker_m is set but the model has no 'goal' site")
+            self.env.model.site_size[site][0] = float(marker)
         self.renderer = mujoco.Renderer(self.env.model, image_size, image_size)
         self.expert = metaworld.policies.ENV_POLICY_MAP[task]()
         self.steps = 0

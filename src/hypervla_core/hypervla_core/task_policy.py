@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import safetensors.numpy
-import torch
 
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float16")
@@ -143,7 +142,7 @@ class TaskPolicy:
         """Attach to a Runtime; rejects a policy made by another model or for another architecture."""
         runtime.check_compatible(self)
         self.runtime = runtime
-        self._task = {k: torch.from_numpy(np.array(v, np.float32)).unsqueeze(0) for k, v in self.tensors.items()}
+        self._task = runtime.prepare(self.tensors)
         self._ensembler = ChunkEnsembler(self.action_horizon)
         return self
 
@@ -157,8 +156,8 @@ class TaskPolicy:
         if self.runtime is None:
             raise RuntimeError("TaskPolicy is not bound to a Runtime: call bind(runtime) first")
         chunk, grip = self.runtime.act(self._task, image, proprio)
-        cont = chunk[0].numpy() * self.action_std + self.action_mean
-        prob = 1.0 / (1.0 + np.exp(-grip[0].numpy()))
+        cont = chunk[0] * self.action_std + self.action_mean
+        prob = 1.0 / (1.0 + np.exp(-grip[0]))
         return np.concatenate([cont, prob[:, None]], axis=1).astype(np.float32)
 
     def step(self, image: np.ndarray, proprio: np.ndarray | None = None) -> np.ndarray:

@@ -17,7 +17,7 @@ import sys
 import time
 
 import numpy as np
-from hypervla_core.runtime import Generator, Runtime
+from hypervla_core.runtime import BACKENDS, Generator, Runtime
 
 from .bags import BagError, open_reader
 from .image_conversion import ImageError, compressed_to_rgb, image_to_rgb
@@ -70,13 +70,13 @@ class Episode:
 def evaluate_bag(bag: str, checkpoint: str, out_dir: str, camera_topic="/camera/image_raw",
                  instruction_topic="/hypervla/instruction", action_topic="/hypervla/action",
                  proprio_topic="/hypervla/proprio", twist_period_s: float = 0.02, plots: bool = True,
-                 threads: int = 1) -> dict:
+                 threads: int = 1, backend: str = "onnxruntime") -> dict:
     import torch
 
     torch.set_num_threads(threads)  # the per-frame model is tiny: more threads only add synchronization
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    generator, runtime = Generator.load(checkpoint), Runtime.load(checkpoint)
+    generator, runtime = Generator.load(checkpoint), Runtime.load(checkpoint, backend=backend)
     reader = open_reader(bag)
     start = time.perf_counter()
     try:
@@ -245,6 +245,7 @@ def main(argv=None) -> int:
     parser.add_argument("--proprio-topic", default="/hypervla/proprio")
     parser.add_argument("--twist-period-s", type=float, default=0.02, help="step period for TwistStamped actions")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="engine for the policy step")
     args = parser.parse_args(argv)
     try:
         if args.live_bag:
@@ -256,7 +257,8 @@ def main(argv=None) -> int:
             print(f"live vs recorded: {report['overall']['pairs']} actions paired (coverage {report['coverage']})")
         elif args.checkpoint:
             report = evaluate_bag(args.bag, args.checkpoint, args.out, args.camera_topic, args.instruction_topic,
-                                  args.action_topic, args.proprio_topic, args.twist_period_s, not args.no_plots)
+                                  args.action_topic, args.proprio_topic, args.twist_period_s, not args.no_plots,
+                                  backend=args.backend)
             print(f"{len(report['episodes'])} episode(s), {report['overall']['pairs']} scored actions, "
                   f"{report['frames_per_s']} frames/s; report in {args.out}/report.md")
         else:

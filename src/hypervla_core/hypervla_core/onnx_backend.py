@@ -1,0 +1,61 @@
+"""ONNX Runtime backend for the control step (Runtime(backend="onnxruntime")).
+
+The runtime's act() (shared vision encoder + base policy) is exported once when the runtime loads, with the
+generated task tensors as graph inputs, so one graph serves every TaskPolicy and a task switch costs
+nothing extra. On this project's CPU it halves the step time against eager PyTorch (docs/benchmarks.md);
+outputs match eager to float32 rounding (tested).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+import numpy as np
+import torch
+
+from .model import VLA
+
+
+class _Act(torch.nn.Module):
+    def __init__(self, model: VLA, names: list[str]):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, image, proprio, *task):
+        return self.model.act(dict(zip(self.names, task)), image, proprio)
+
+
+class OnnxActor:
+    """act(task_feed, image (1, 3, S, S) float32, proprio (1, P) float32) -> (chunk, grip) numpy."""
+
+    def __init__(self, model: VLA, threads: int = 1):
+        import onnxruntime as ort
+
+        cfg = model.cfg
+        self.names = sorted(model.task_spec())
+        self.proprio_dim = cfg.proprio_dim
+        example = (torch.zeros(1, 3, cfg.image_size, cfg.image_size), torch.zeros(1, max(cfg.proprio_dim, 1)),
+                   *(torch.zeros(1, *model.task_spec()[n]) for n in self.names))
+        # The exporter narrates its passes on stdout and warns about its own internals; neither helps a user.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(_Act(model.eval(), self.names), example, dynamo=True, verbose=False,
+                                        input_names=["image", "proprio", *self.names], output_names=["chunk", "grip"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = max(int(threads), 1)
+        options.log_severity_level = 3  # errors only
+        self.session = ort.InferenceSession(program.model_proto.SerializeToString(), options,
+                                            providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}  # the exporter drops inputs the graph ignores
+
+    def prepare(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A TaskPolicy's tensors as graph inputs (batch of one), built once per policy."""
+        return {k: np.ascontiguousarray(np.asarray(tensors[k], np.float32)[None]) for k in self.names if k in self.inputs}
+
+    def __call__(self, task_feed: dict[str, np.ndarray], image: np.ndarray, proprio: np.ndarray | None):
+        feed = dict(task_feed, image=image)
+        if "proprio" in self.inputs:
+            feed["proprio"] = proprio if proprio is not None else np.zeros((1, max(self.proprio_dim, 1)), np.float32)
+        chunk, grip = self.session.run(None, feed)
+        return chunk, grip
