@@ -12,6 +12,8 @@ export AMENT_PREFIX_PATH=$_HV_VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}
 export CMAKE_PREFIX_PATH=$_HV_VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
 export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
+# Larger shared-memory segment so 640x480 camera frames are not dropped (see config/fastdds.xml).
+export FASTDDS_DEFAULT_PROFILES_FILE=${FASTDDS_DEFAULT_PROFILES_FILE:-$_HV_ROOT/config/fastdds.xml}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 if [ "${1:-}" != "--no-install" ] && [ -f "$_HV_ROOT/install/setup.bash" ]; then
   # shellcheck disable=SC1091

@@ -74,6 +74,10 @@ def test_estop_latches_until_released_and_reset(stack):
     probe.camera_on()
     probe.say("reach the goal position")
     assert wait_until(lambda: _running_with_new_policy(probe), STARTUP)
+    # Steady RUNNING: status at status_rate_hz (10), not at the 50 Hz loop rate.
+    n0 = len(probe.statuses)
+    time.sleep(2.0)
+    assert 8 <= len(probe.statuses) - n0 <= 30, len(probe.statuses) - n0
     probe.estop.publish(Bool(data=True))
     assert wait_until(lambda: probe.latest_status().state == S.ESTOP, 5)
     t0 = time.monotonic()
@@ -149,3 +153,24 @@ def test_profile_env_writes_a_profile_per_node(ros, tmp_path, tiny_checkpoints):
     functions = {name for (_, _, name) in pstats.Stats(str(tmp_path / "prof" / "policy_controller.prof")).stats}
     assert {"on_image", "_act", "on_policy"} <= functions
     assert "on_request" in {name for (_, _, name) in pstats.Stats(str(tmp_path / "prof" / "policy_generator.prof")).stats}
+
+
+def test_large_camera_frames_reach_the_controller(stack):
+    """640x480 rgb8 (900 KB) best-effort frames: with config/fastdds.xml (scripts/env.sh) they travel over
+    shared memory; with Fast DDS's default 512 KB segment most were lost as UDP fragments."""
+    s, probe = stack
+    probe.camera_on()
+    probe.say("open the drawer")
+    assert wait_until(lambda: _running_with_new_policy(probe), STARTUP), probe.latest_status()
+    probe.camera_on(False)
+    time.sleep(0.5)
+    big = np.random.default_rng(3).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    stamps = set()
+    for _ in range(30):
+        msg = rgb_to_image(big, probe.get_clock().now().to_msg())
+        stamps.add((msg.header.stamp.sec, msg.header.stamp.nanosec))
+        probe.publish_frame(msg)
+        time.sleep(0.1)
+    time.sleep(0.5)
+    answered = {(a.header.stamp.sec, a.header.stamp.nanosec) for (_, a) in list(probe.actions)} & stamps
+    assert len(answered) >= 27, f"only {len(answered)} of 30 large frames were acted on"

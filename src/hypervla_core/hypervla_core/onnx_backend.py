@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 
 import numpy as np
@@ -37,14 +38,24 @@ class OnnxActor:
         self.proprio_dim = cfg.proprio_dim
         example = (torch.zeros(1, 3, cfg.image_size, cfg.image_size), torch.zeros(1, max(cfg.proprio_dim, 1)),
                    *(torch.zeros(1, *model.task_spec()[n]) for n in self.names))
-        # The exporter narrates its passes on stdout and warns about its own internals; neither helps a user.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(_Act(model.eval(), self.names), example, dynamo=True, verbose=False,
-                                        input_names=["image", "proprio", *self.names], output_names=["chunk", "grip"])
+        # The exporter narrates its passes on stdout and logs and warns about its own internals (optional
+        # torchvision ops, deprecations); none of it helps a user. Errors still raise.
+        log = logging.getLogger("torch.onnx")
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(_Act(model.eval(), self.names), example, dynamo=True, verbose=False,
+                                            input_names=["image", "proprio", *self.names],
+                                            output_names=["chunk", "grip"])
+        finally:
+            log.setLevel(level)
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = max(int(threads), 1)
         options.log_severity_level = 3  # errors only
+        # Idle worker threads would spin, taking a core from the generator or simulator beside the controller.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(program.model_proto.SerializeToString(), options,
                                             providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}  # the exporter drops inputs the graph ignores

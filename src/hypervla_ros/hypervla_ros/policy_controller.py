@@ -288,7 +288,8 @@ class PolicyControllerNode(Node):
         self._service_generator(start)
         state, reason = self._step(start)
         # Status at status_rate_hz, and at once on a change: each publish costs the loop a DDS send.
-        if (state, reason) != (self.state, self.reason) or start - self.last_status_ns >= self.status_period_ns:
+        # abs(): simulated time may jump backwards.
+        if (state, reason) != (self.state, self.reason) or abs(start - self.last_status_ns) >= self.status_period_ns:
             self._publish_status(state, reason)
             self.last_status_ns = start
         self.state, self.reason = state, reason
