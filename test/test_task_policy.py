@@ -198,3 +198,12 @@ def test_onnxruntime_backend_matches_torch(tiny_checkpoints, kind):
 def test_unknown_backend_is_rejected(tiny_checkpoints):
     with pytest.raises(ValueError, match="backend"):
         Runtime.load(tiny_checkpoints["hypervla"], backend="tensorrt")
+
+
+def test_onnx_export_child_refuses_a_changed_checkpoint(tiny_checkpoints):
+    """The graph is exported in a child process; if the folder no longer holds the model the parent loaded,
+    the child refuses and the parent says why (never a graph with other weights)."""
+    from hypervla_core.onnx_backend import _export_in_child
+
+    with pytest.raises(RuntimeError, match="checkpoint changed"):
+        _export_in_child(str(tiny_checkpoints["hypervla"]), "0000000000000000")

@@ -67,26 +67,29 @@ def architecture_of(model: VLA) -> dict:
 class Runtime:
     """Shared vision encoder + base policy (or the twin's trunk). Holds no hypernetwork, no language model."""
 
-    def __init__(self, model: VLA, model_id: str, stats: ckpt.Stats, backend: str = "torch"):
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown runtime backend {backend!r} (expected one of {', '.join(BACKENDS)})")
+    def __init__(self, model: VLA, model_id: str, stats: ckpt.Stats):
         self.model = model.eval()
         self.model_id = model_id
         self.stats = stats
         self.architecture = architecture_of(model)
-        self.backend = backend
-        self._onnx = None
-        if backend == "onnxruntime":
-            from .onnx_backend import OnnxActor
-
-            self._onnx = OnnxActor(self.model, threads=torch.get_num_threads())
+        self.backend = "torch"
+        self._onnx = None  # OnnxActor when the step runs on ONNX Runtime
 
     @classmethod
     def load(cls, folder, backend: str = "torch") -> "Runtime":
+        """backend "onnxruntime" exports the step graph from this folder (a few seconds, in a child process)."""
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown runtime backend {backend!r} (expected one of {', '.join(BACKENDS)})")
         loaded = ckpt.load(folder, prefixes=VLA.RUNTIME_PREFIXES)
         model = VLA(loaded.cfg, loaded.lang_dim, runtime_only=True)
         ckpt.load_state_strict(model, loaded.state, f"checkpoint {folder} (runtime part)")
-        return cls(model, loaded.model_id, loaded.stats, backend)
+        runtime = cls(model, loaded.model_id, loaded.stats)
+        if backend == "onnxruntime":
+            from .onnx_backend import OnnxActor
+
+            runtime._onnx = OnnxActor(str(folder), loaded.model_id, runtime.model, threads=torch.get_num_threads())
+            runtime.backend = backend
+        return runtime
 
     def check_compatible(self, policy: TaskPolicy) -> None:
         if policy.model_id != self.model_id:
