@@ -137,7 +137,7 @@ def test_info_cli(tiny_checkpoints, capsys):
     assert cli(["info", "/nonexistent"]) == 2
 
 
-def test_goal_marker_comes_from_the_tasks_file(tmp_path, monkeypatch):
+def test_goal_marker_comes_from_the_tasks_file(tmp_path):
     """config/tasks.yaml goal_marker_m: a larger rendered goal sphere; physics and the expert are untouched."""
     import mujoco
     import yaml
@@ -154,8 +154,7 @@ def test_goal_marker_comes_from_the_tasks_file(tmp_path, monkeypatch):
         return int(((image[..., 0] > 150) & (image[..., 1] < 60) & (image[..., 2] < 60)).sum())  # red
 
     marked = MetaWorldTask("reach-v3")
-    monkeypatch.setattr("hypervla_core.sim.TASKS_FILE", tmp_path / "tasks.yaml")
-    unmarked = MetaWorldTask("reach-v3")
+    unmarked = MetaWorldTask("reach-v3", tasks_file=tmp_path / "tasks.yaml")  # the file gen-data/eval were given
     goal = mujoco.mj_name2id(marked.env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
     assert marked.env.model.site_size[goal][0] == pytest.approx(radius) and radius > 0.02
     assert unmarked.env.model.site_size[goal][0] == pytest.approx(0.02)

@@ -49,10 +49,11 @@ def _close_sims() -> None:
 
 
 def run_episode(job) -> dict:
-    task, seed, instruction, max_steps, keep_frames = job
+    task, seed, instruction, max_steps, keep_frames, tasks_file = job
     sims = _WORKER["sims"]
     if task not in sims:
-        sims[task] = MetaWorldTask(task, image_size=_WORKER["rt"].model.cfg.image_size, max_steps=max_steps)
+        sims[task] = MetaWorldTask(task, image_size=_WORKER["rt"].model.cfg.image_size, max_steps=max_steps,
+                                   tasks_file=tasks_file)
     sim = sims[task]
     obs = sim.reset(seed)
     policy = _WORKER["gen"].generate(instruction, obs.image).bind(_WORKER["rt"])
@@ -84,7 +85,7 @@ def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int =
         options = table[task][phrasings]
         for k in range(episodes):
             jobs.append((task, EVAL_SEED_OFFSET + seed * 100_000 + ti * 1000 + k,
-                         options[rng.integers(len(options))], max_steps, gifs and k == 0))
+                         options[rng.integers(len(options))], max_steps, gifs and k == 0, tasks_file))
     start = time.time()
     threads = max(1, 2 // workers)
     if workers > 1:

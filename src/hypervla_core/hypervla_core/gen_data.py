@@ -21,11 +21,12 @@ from .sim import MetaWorldTask, load_tasks, suite_tasks
 _SIMS: dict[str, MetaWorldTask] = {}
 
 
-def run_episode(task: str, seed: int, image_size: int, noise: float, max_steps: int, settle_steps: int = 10):
+def run_episode(task: str, seed: int, image_size: int, noise: float, max_steps: int, tasks_file=None,
+                settle_steps: int = 10):
     """One expert episode; returns arrays or None when the expert failed."""
     sim = _SIMS.get(task)
     if sim is None:
-        sim = _SIMS[task] = MetaWorldTask(task, image_size=image_size, max_steps=max_steps)
+        sim = _SIMS[task] = MetaWorldTask(task, image_size=image_size, max_steps=max_steps, tasks_file=tasks_file)
     rng = np.random.default_rng(seed)
     obs = sim.reset(seed)
     images, props, acts = [], [], []
@@ -48,8 +49,8 @@ def run_episode(task: str, seed: int, image_size: int, noise: float, max_steps: 
 
 
 def _worker(job):
-    task, seed, image_size, noise, max_steps = job
-    return task, seed, run_episode(task, seed, image_size, noise, max_steps)
+    task, seed = job[:2]
+    return task, seed, run_episode(*job)
 
 
 def _init_worker():
@@ -84,7 +85,8 @@ def generate(out_dir: str, suite: str = "mt10", episodes: int = 40, seed: int = 
         base = seed * 1_000_000 + ti * 10_000
         fresh = (base + k for k in range(10_000) if base + k not in done)
         task_noise = float(phrasings[task].get("expert_noise", noise))  # some experts fail too often with noise
-        jobs += [(task, next(fresh), image_size, task_noise, max_steps) for _ in range(int(missing * 1.3) + 2)]
+        jobs += [(task, next(fresh), image_size, task_noise, max_steps, tasks_file)
+                 for _ in range(int(missing * 1.3) + 2)]
     start = time.time()
     files = {}
     try:

@@ -73,7 +73,8 @@ class Observation:
 class MetaWorldTask:
     """One Meta-World task with randomized object/goal positions per episode and a fast offscreen camera."""
 
-    def __init__(self, task: str, image_size: int = 64, camera: str = "corner", max_steps: int = 200):
+    def __init__(self, task: str, image_size: int = 64, camera: str = "corner", max_steps: int = 200,
+                 tasks_file=None):
         import metaworld
         import metaworld.policies
         import mujoco
@@ -89,7 +90,7 @@ class MetaWorldTask:
         # Meta-World's goal sites are 2 cm spheres: a pixel or two at 64x64, too small to locate. A task may ask
         # for a larger rendered marker (config/tasks.yaml goal_marker_m); sites never collide, so physics and
         # the success test are unchanged.
-        marker = load_tasks().get("tasks", {}).get(task, {}).get("goal_marker_m")
+        marker = load_tasks(tasks_file).get("tasks", {}).get(task, {}).get("goal_marker_m")
         if marker:
             site = mujoco.mj_name2id(self.env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
             if site < 0:
