@@ -137,28 +137,36 @@ def test_info_cli(tiny_checkpoints, capsys):
     assert cli(["info", "/nonexistent"]) == 2
 
 
-def test_goal_marker_comes_from_the_tasks_file(tmp_path):
-    """config/tasks.yaml goal_marker_m: a larger rendered goal sphere; physics and the expert are untouched."""
+def test_goal_marker_and_recolor_come_from_the_tasks_file(tmp_path):
+    """config/tasks.yaml goal_marker_m and recolor: a larger goal sphere and a yellow puck in the image;
+    physics and the expert are untouched."""
     import mujoco
     import yaml
     from hypervla_core.sim import MetaWorldTask, load_tasks
 
     tasks = load_tasks()
-    radius = tasks["tasks"]["reach-v3"]["goal_marker_m"]
-    plain = dict(tasks["tasks"]["reach-v3"])
-    del plain["goal_marker_m"]
-    (tmp_path / "tasks.yaml").write_text(yaml.safe_dump({**tasks, "tasks": {**tasks["tasks"], "reach-v3": plain}}))
+    options = tasks["tasks"]["push-v3"]
+    radius, rgba = options["goal_marker_m"], options["recolor"]["objGeom"]
+    plain = {k: v for k, v in options.items() if k not in ("goal_marker_m", "recolor")}
+    (tmp_path / "tasks.yaml").write_text(yaml.safe_dump({**tasks, "tasks": {**tasks["tasks"], "push-v3": plain}}))
 
-    def goal_pixels(sim):
+    def pixels(sim):
         image = sim.reset(7).image.astype(int)
-        return int(((image[..., 0] > 150) & (image[..., 1] < 60) & (image[..., 2] < 60)).sum())  # red
+        green = (image[..., 1] > 150) & (image[..., 0] < 100) & (image[..., 2] < 100)  # push's goal sphere
+        yellow = (image[..., 0] > 150) & (image[..., 1] > 120) & (image[..., 2] < 60)
+        return int(green.sum()), int(yellow.sum())
 
-    marked = MetaWorldTask("reach-v3")
-    unmarked = MetaWorldTask("reach-v3", tasks_file=tmp_path / "tasks.yaml")  # the file gen-data/eval were given
-    goal = mujoco.mj_name2id(marked.env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
-    assert marked.env.model.site_size[goal][0] == pytest.approx(radius) and radius > 0.02
+    marked = MetaWorldTask("push-v3")
+    unmarked = MetaWorldTask("push-v3", tasks_file=tmp_path / "tasks.yaml")  # the file gen-data/eval were given
+    model = marked.env.model
+    goal = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+    puck = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, "objGeom")
+    assert model.site_size[goal][0] == pytest.approx(radius) and radius > 0.02
     assert unmarked.env.model.site_size[goal][0] == pytest.approx(0.02)
-    assert goal_pixels(marked) > goal_pixels(unmarked)
+    np.testing.assert_allclose(model.geom_rgba[puck], rgba)
+    assert model.geom_matid[puck] == -1 and unmarked.env.model.geom_matid[puck] >= 0
+    (green, yellow), (green0, yellow0) = pixels(marked), pixels(unmarked)
+    assert green > green0 and yellow >= 3 and yellow0 == 0
     marked.reset(3)
     unmarked.reset(3)
     for _ in range(5):  # same seed, same expert actions, same physics
@@ -167,3 +175,33 @@ def test_goal_marker_comes_from_the_tasks_file(tmp_path):
         np.testing.assert_allclose(marked.step(act)[0].state, unmarked.step(act)[0].state)
     marked.close()
     unmarked.close()
+    bad = {**tasks, "tasks": {**tasks["tasks"], "push-v3": {**plain, "recolor": {"nope": [1, 1, 1, 1]}}}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match="recolor names geom 'nope'"):
+        MetaWorldTask("push-v3", tasks_file=tmp_path / "bad.yaml")
+
+
+def test_camera_views_come_from_the_tasks_file(demos, capsys):
+    """config/tasks.yaml `camera`/`cameras`: the default view is recorded in gen-data's files, and a file is
+    never topped up with another view's images."""
+    from hypervla_core.sim import MetaWorldTask, load_tasks
+
+    tasks = load_tasks()
+    default, corner = MetaWorldTask("reach-v3"), MetaWorldTask("reach-v3", camera="corner")
+    assert default.camera == tasks["camera"] and tasks["camera"] in tasks["cameras"]
+    a, b = default.reset(5).image.astype(int), corner.reset(5).image.astype(int)
+    assert a.shape == b.shape == (64, 64, 3) and np.abs(a - b).mean() > 10
+    default.close()
+    corner.close()
+    with pytest.raises(ValueError, match="unknown camera 'nope'.*corner"):
+        MetaWorldTask("reach-v3", camera="nope")
+
+    path = demos / "reach-v3.hdf5"
+    with h5py.File(path) as f:
+        assert json.loads(f.attrs["render"]) == {"camera": tasks["camera"],
+                                                 "goal_marker_m": tasks["tasks"]["reach-v3"]["goal_marker_m"]}
+    before = path.read_bytes()
+    assert cli(["gen-data", "--out", str(demos), "--suite", "reach-v3", "--episodes", "2", "--workers", "1",
+                "--camera", "corner"]) == 2
+    assert "would mix views" in capsys.readouterr().err
+    assert path.read_bytes() == before

@@ -31,7 +31,7 @@ def cmd_gen_data(args) -> int:
     from .gen_data import generate
 
     generate(args.out, args.suite, args.episodes, args.seed, args.workers, args.image_size, args.noise,
-             args.max_steps, args.tasks_file)
+             args.max_steps, args.tasks_file, args.camera)
     return 0
 
 
@@ -89,7 +89,7 @@ def cmd_eval(args) -> int:
     from .evaluate import evaluate
 
     evaluate(args.checkpoint, args.out, args.suite, args.episodes, args.seed, args.phrasings, args.workers,
-             args.max_steps, args.tasks_file, gifs=not args.no_gifs)
+             args.max_steps, args.tasks_file, gifs=not args.no_gifs, camera=args.camera)
     return 0
 
 
@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=0.3, help="std of executed-action noise (Meta-World units)")
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--tasks-file", default=None, help="phrasings file (default config/tasks.yaml)")
+    p.add_argument("--camera", default=None, help="view to render (default: the tasks file's `camera`)")
     p.set_defaults(func=cmd_gen_data)
 
     p = sub.add_parser("train", help="train HyperVLA (or the monolithic twin) on HDF5 demonstrations")
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--tasks-file", default=None, help="phrasings file (default config/tasks.yaml)")
+    p.add_argument("--camera", default=None, help="view to render (default: the tasks file's `camera`)")
     p.add_argument("--no-gifs", action="store_true")
     p.set_defaults(func=cmd_eval)
     return parser

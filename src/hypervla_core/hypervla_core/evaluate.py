@@ -15,7 +15,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from .sim import MetaWorldTask, load_tasks, suite_tasks
+from .sim import MetaWorldTask, camera_name, load_tasks, suite_tasks
 
 EVAL_SEED_OFFSET = 900_000_000
 _WORKER: dict = {}
@@ -49,11 +49,11 @@ def _close_sims() -> None:
 
 
 def run_episode(job) -> dict:
-    task, seed, instruction, max_steps, keep_frames, tasks_file = job
+    task, seed, instruction, max_steps, keep_frames, tasks_file, camera = job
     sims = _WORKER["sims"]
     if task not in sims:
-        sims[task] = MetaWorldTask(task, image_size=_WORKER["rt"].model.cfg.image_size, max_steps=max_steps,
-                                   tasks_file=tasks_file)
+        sims[task] = MetaWorldTask(task, image_size=_WORKER["rt"].model.cfg.image_size, camera=camera,
+                                   max_steps=max_steps, tasks_file=tasks_file)
     sim = sims[task]
     obs = sim.reset(seed)
     policy = _WORKER["gen"].generate(instruction, obs.image).bind(_WORKER["rt"])
@@ -74,18 +74,20 @@ def run_episode(job) -> dict:
 
 def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int = 50, seed: int = 0,
              phrasings: str = "train", workers: int = 2, max_steps: int = 200, tasks_file=None,
-             gifs: bool = True) -> dict:
+             gifs: bool = True, camera: str | None = None) -> dict:
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks = suite_tasks(suite, tasks_file)
-    table = load_tasks(tasks_file)["tasks"]
+    table = load_tasks(tasks_file)
+    camera = camera_name(camera, table)
+    table = table["tasks"]
     rng = np.random.default_rng(seed)
     jobs = []
     for ti, task in enumerate(tasks):
         options = table[task][phrasings]
         for k in range(episodes):
             jobs.append((task, EVAL_SEED_OFFSET + seed * 100_000 + ti * 1000 + k,
-                         options[rng.integers(len(options))], max_steps, gifs and k == 0, tasks_file))
+                         options[rng.integers(len(options))], max_steps, gifs and k == 0, tasks_file, camera))
     start = time.time()
     threads = max(1, 2 // workers)
     if workers > 1:
@@ -111,7 +113,8 @@ def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int =
     n = len(results)
     n_ok = sum(r["success"] for r in results)
     report = {
-        "checkpoint": str(checkpoint), "suite": suite, "phrasings": phrasings, "episodes_per_task": episodes,
+        "checkpoint": str(checkpoint), "suite": suite, "phrasings": phrasings, "camera": camera,
+        "episodes_per_task": episodes,
         "seed": seed, "mean_success": n_ok / n, "mean_ci95": [round(v, 3) for v in wilson(n_ok, n)],
         "min_task_success": min(v["success_rate"] for v in per_task.values()), "per_task": per_task,
         "policy_step_ms_p50": float(np.median([r["policy_step_ms_p50"] for r in results])),

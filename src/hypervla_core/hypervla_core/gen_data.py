@@ -7,6 +7,7 @@ appended task by task; a re-run skips the seeds already attempted (resumable).
 """
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import pathlib
 import time
@@ -16,17 +17,18 @@ import numpy as np
 from tqdm import tqdm
 
 from .data import write_demo
-from .sim import MetaWorldTask, load_tasks, suite_tasks
+from .sim import MetaWorldTask, camera_name, load_tasks, render_settings, suite_tasks
 
 _SIMS: dict[str, MetaWorldTask] = {}
 
 
 def run_episode(task: str, seed: int, image_size: int, noise: float, max_steps: int, tasks_file=None,
-                settle_steps: int = 10):
+                camera: str | None = None, settle_steps: int = 10):
     """One expert episode; returns arrays or None when the expert failed."""
     sim = _SIMS.get(task)
     if sim is None:
-        sim = _SIMS[task] = MetaWorldTask(task, image_size=image_size, max_steps=max_steps, tasks_file=tasks_file)
+        sim = _SIMS[task] = MetaWorldTask(task, image_size=image_size, camera=camera, max_steps=max_steps,
+                                          tasks_file=tasks_file)
     rng = np.random.default_rng(seed)
     obs = sim.reset(seed)
     images, props, acts = [], [], []
@@ -60,11 +62,15 @@ def _init_worker():
 
 
 def generate(out_dir: str, suite: str = "mt10", episodes: int = 40, seed: int = 0, workers: int = 2,
-             image_size: int = 64, noise: float = 0.3, max_steps: int = 200, tasks_file=None) -> dict:
+             image_size: int = 64, noise: float = 0.3, max_steps: int = 200, tasks_file=None,
+             camera: str | None = None) -> dict:
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks = suite_tasks(suite, tasks_file)
-    phrasings = load_tasks(tasks_file)["tasks"]
+    table = load_tasks(tasks_file)
+    phrasings = table["tasks"]
+    camera = camera_name(camera, table)
+    render = {task: render_settings(task, camera, table) for task in tasks}
     kept: dict[str, int] = {}
     attempted: dict[str, set] = {}
     jobs = []
@@ -74,6 +80,11 @@ def generate(out_dir: str, suite: str = "mt10", episodes: int = 40, seed: int = 
         n_kept = 0
         if path.exists():
             with h5py.File(path, "r") as f:
+                # Files from before settings were recorded were made with the corner camera.
+                made_with = json.loads(f.attrs.get("render", '{"camera": "corner"}'))
+                if "data" in f and made_with != render[task]:
+                    raise ValueError(f"{path} holds images rendered with {made_with}; topping it up with "
+                                     f"{render[task]} would mix views (use another --out, or --camera)")
                 done = set(int(s) for s in f.attrs.get("attempted_seeds", []))
                 n_kept = len(f["data"].keys()) if "data" in f else 0
         kept[task], attempted[task] = n_kept, done
@@ -85,7 +96,7 @@ def generate(out_dir: str, suite: str = "mt10", episodes: int = 40, seed: int = 
         base = seed * 1_000_000 + ti * 10_000
         fresh = (base + k for k in range(10_000) if base + k not in done)
         task_noise = float(phrasings[task].get("expert_noise", noise))  # some experts fail too often with noise
-        jobs += [(task, next(fresh), image_size, task_noise, max_steps, tasks_file)
+        jobs += [(task, next(fresh), image_size, task_noise, max_steps, tasks_file, camera)
                  for _ in range(int(missing * 1.3) + 2)]
     start = time.time()
     files = {}
@@ -98,6 +109,7 @@ def generate(out_dir: str, suite: str = "mt10", episodes: int = 40, seed: int = 
                     continue
                 if task not in files:
                     files[task] = h5py.File(out / f"{task}.hdf5", "a")
+                    files[task].attrs["render"] = json.dumps(render[task], sort_keys=True)
                 f = files[task]
                 attempted[task].add(s)
                 f.attrs["attempted_seeds"] = sorted(attempted[task])
@@ -109,7 +121,7 @@ def generate(out_dir: str, suite: str = "mt10", episodes: int = 40, seed: int = 
     finally:
         for f in files.values():
             f.close()
-    summary = {"suite": suite, "tasks": kept, "episodes_per_task": episodes, "seed": seed,
+    summary = {"suite": suite, "tasks": kept, "episodes_per_task": episodes, "seed": seed, "camera": camera,
                "wall_time_s": round(time.time() - start, 1)}
     short = {t: n for t, n in kept.items() if n < episodes}
     print(f"kept {sum(kept.values())} episodes over {len(tasks)} tasks in {summary['wall_time_s']} s")

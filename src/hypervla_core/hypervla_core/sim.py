@@ -63,6 +63,39 @@ def from_metaworld(action4: np.ndarray) -> np.ndarray:
     return np.concatenate([a[:3] * METRES_PER_UNIT, [0.0, 0.0, 0.0], [1.0 if a[3] > 0 else 0.0]]).astype(np.float32)
 
 
+def camera_name(name: str | None, table: dict) -> str:
+    """None or "" = the tasks file's `camera` (the view the shipped checkpoint was trained on)."""
+    return name or table.get("camera", "corner")
+
+
+def render_settings(task: str, camera: str | None, table: dict) -> dict:
+    """Everything that decides what a task's frames look like: images made with different settings must not
+    be mixed in one dataset."""
+    options = table.get("tasks", {}).get(task, {})
+    shown = {k: options[k] for k in ("goal_marker_m", "recolor") if k in options}
+    return {"camera": camera_name(camera, table), **shown}
+
+
+def resolve_camera(name: str | None, table: dict, model):
+    """(name, what mujoco renders from): a view defined in the tasks file's `cameras`, or one of the model's
+    cameras by name."""
+    import mujoco
+
+    name = camera_name(name, table)
+    view = table.get("cameras", {}).get(name)
+    if view is not None:
+        cam = mujoco.MjvCamera()
+        cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+        cam.lookat[:] = view["lookat"]
+        cam.distance, cam.azimuth, cam.elevation = view["distance"], view["azimuth"], view["elevation"]
+        return name, cam
+    if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name) < 0:
+        known = sorted(table.get("cameras", {})) + [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i)
+                                                    for i in range(model.ncam)]
+        raise ValueError(f"unknown camera {name!r} (known: {known})")
+    return name, name
+
+
 @dataclass
 class Observation:
     image: np.ndarray  # (S, S, 3) uint8 RGB, upright
@@ -73,7 +106,7 @@ class Observation:
 class MetaWorldTask:
     """One Meta-World task with randomized object/goal positions per episode and a fast offscreen camera."""
 
-    def __init__(self, task: str, image_size: int = 64, camera: str = "corner", max_steps: int = 200,
+    def __init__(self, task: str, image_size: int = 64, camera: str | None = None, max_steps: int = 200,
                  tasks_file=None):
         import metaworld
         import metaworld.policies
@@ -82,7 +115,8 @@ class MetaWorldTask:
         key = f"{task}-goal-observable"
         if key not in metaworld.ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE:
             raise ValueError(f"unknown Meta-World task {task!r}")
-        self.task, self.max_steps, self.camera = task, max_steps, camera
+        table = load_tasks(tasks_file)
+        self.task, self.max_steps = task, max_steps
         self.env = metaworld.ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[key](seed=0)
         self.env._freeze_rand_vec = False  # new object/goal positions on every reset...
         self.env.seeded_rand_vec = True  # ...drawn from the env's seeded generator, not numpy's global one
@@ -90,12 +124,22 @@ class MetaWorldTask:
         # Meta-World's goal sites are 2 cm spheres: a pixel or two at 64x64, too small to locate. A task may ask
         # for a larger rendered marker (config/tasks.yaml goal_marker_m); sites never collide, so physics and
         # the success test are unchanged.
-        marker = load_tasks(tasks_file).get("tasks", {}).get(task, {}).get("goal_marker_m")
-        if marker:
-            site = mujoco.mj_name2id(self.env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+        options = table.get("tasks", {}).get(task, {})
+        model = self.env.model
+        if options.get("goal_marker_m"):
+            site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
             if site < 0:
                 raise ValueError(f"{task}: goal_marker_m is set but the model has no 'goal' site")
-            self.env.model.site_size[site][0] = float(marker)
+            model.site_size[site][0] = float(options["goal_marker_m"])
+        # Likewise colour only (config/tasks.yaml recolor: geom -> rgba): the dark, wood-textured puck is hard to
+        # tell from the red arm at 64x64. Dropping the material makes the geom's own rgba the rendered colour.
+        for name, rgba in options.get("recolor", {}).items():
+            geom = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name)
+            if geom < 0:
+                raise ValueError(f"{task}: recolor names geom {name!r}, which the model does not have")
+            model.geom_matid[geom] = -1
+            model.geom_rgba[geom] = rgba
+        self.camera, self._view = resolve_camera(camera, table, self.env.model)
         self.renderer = mujoco.Renderer(self.env.model, image_size, image_size)
         self.expert = metaworld.policies.ENV_POLICY_MAP[task]()
         self.steps = 0
@@ -103,12 +147,14 @@ class MetaWorldTask:
 
     def render(self) -> np.ndarray:
         flags = self._mujoco.mjtRndFlag
-        self.renderer.update_scene(self.env.data, camera=self.camera)
+        self.renderer.update_scene(self.env.data, camera=self._view)
         # Shadows and reflections cost about 4x in software GL and add nothing the policy needs.
         self.renderer.scene.flags[flags.mjRND_SHADOW] = 0
         self.renderer.scene.flags[flags.mjRND_REFLECTION] = 0
         img = self.renderer.render()
-        return np.ascontiguousarray(img[::-1, ::-1]) if self.camera.startswith("corner") else img  # corner renders upside down
+        # Meta-World's corner cameras render upside down; free views (config/tasks.yaml cameras) are upright.
+        flip = isinstance(self._view, str) and self._view.startswith("corner")
+        return np.ascontiguousarray(img[::-1, ::-1]) if flip else img
 
     def _observe(self, state) -> Observation:
         self._obs = Observation(self.render(), np.asarray(state[:4], np.float32), np.asarray(state))

@@ -33,7 +33,7 @@ SCHEMA = {
     "proprio_topic": ("sensor_msgs/JointState output: hand xyz + gripper opening", None),
     "action_topic": ("hypervla_msgs/EndEffectorAction input", None),
     "image_size": ("rendered camera size (square)", (16, 1024)),
-    "camera": ("MuJoCo camera name", None),
+    "camera": ("view: a name from config/tasks.yaml cameras or a Meta-World camera; \"\" = that file's default", None),
     "rate_hz": ("camera and physics rate in real-time mode", (1.0, 500.0)),
     "real_time": ("true: fixed-rate loop; false: step as soon as the action for the last frame arrives", None),
     "max_steps": ("actions per episode before a timeout", (1, 100000)),
