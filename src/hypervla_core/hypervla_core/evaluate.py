@@ -80,11 +80,10 @@ def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int =
     tasks = suite_tasks(suite, tasks_file)
     table = load_tasks(tasks_file)
     camera = camera_name(camera, table)
-    table = table["tasks"]
     rng = np.random.default_rng(seed)
     jobs = []
     for ti, task in enumerate(tasks):
-        options = table[task][phrasings]
+        options = table["tasks"][task][phrasings]
         for k in range(episodes):
             jobs.append((task, EVAL_SEED_OFFSET + seed * 100_000 + ti * 1000 + k,
                          options[rng.integers(len(options))], max_steps, gifs and k == 0, tasks_file, camera))

@@ -72,7 +72,6 @@ class Runtime:
         self.model_id = model_id
         self.stats = stats
         self.architecture = architecture_of(model)
-        self.backend = "torch"
         self._onnx = None  # OnnxActor when the step runs on ONNX Runtime
 
     @classmethod
@@ -88,7 +87,6 @@ class Runtime:
             from .onnx_backend import OnnxActor
 
             runtime._onnx = OnnxActor(str(folder), loaded.model_id, runtime.model, threads=torch.get_num_threads())
-            runtime.backend = backend
         return runtime
 
     def check_compatible(self, policy: TaskPolicy) -> None:

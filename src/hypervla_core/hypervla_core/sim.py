@@ -124,22 +124,22 @@ class MetaWorldTask:
         # Meta-World's goal sites are 2 cm spheres: a pixel or two at 64x64, too small to locate. A task may ask
         # for a larger rendered marker (config/tasks.yaml goal_marker_m); sites never collide, so physics and
         # the success test are unchanged.
-        options = table.get("tasks", {}).get(task, {})
+        shown = render_settings(task, camera, table)
         model = self.env.model
-        if options.get("goal_marker_m"):
+        if shown.get("goal_marker_m"):
             site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
             if site < 0:
                 raise ValueError(f"{task}: goal_marker_m is set but the model has no 'goal' site")
-            model.site_size[site][0] = float(options["goal_marker_m"])
+            model.site_size[site][0] = float(shown["goal_marker_m"])
         # Likewise colour only (config/tasks.yaml recolor: geom -> rgba): the dark, wood-textured puck is hard to
         # tell from the red arm at 64x64. Dropping the material makes the geom's own rgba the rendered colour.
-        for name, rgba in options.get("recolor", {}).items():
+        for name, rgba in shown.get("recolor", {}).items():
             geom = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name)
             if geom < 0:
                 raise ValueError(f"{task}: recolor names geom {name!r}, which the model does not have")
             model.geom_matid[geom] = -1
             model.geom_rgba[geom] = rgba
-        self.camera, self._view = resolve_camera(camera, table, self.env.model)
+        self.camera, self._view = resolve_camera(shown["camera"], table, model)
         self.renderer = mujoco.Renderer(self.env.model, image_size, image_size)
         self.expert = metaworld.policies.ENV_POLICY_MAP[task]()
         self.steps = 0
