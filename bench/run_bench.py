@@ -51,12 +51,13 @@ def make_checkpoint(folder: pathlib.Path, cfg: ModelConfig, lang_dim: int, stats
 
 
 def step_latency(folder, threads: int, iters: int, backend: str) -> list[float]:
-    """Camera frames of 128 px (or the model's input size if larger): resizing is part of the step."""
+    """Camera views of 128 px (or the model's input size if larger), side by side as the model takes them:
+    resizing is part of the step."""
     torch.set_num_threads(threads)
     gen, rt = Generator.load(folder), Runtime.load(folder, backend=backend)
     camera = max(128, rt.model.cfg.image_size)
     rng = np.random.default_rng(0)
-    img = rng.integers(0, 255, (camera, camera, 3), dtype=np.uint8)
+    img = rng.integers(0, 255, (camera, rt.model.cfg.views * camera, 3), dtype=np.uint8)
     policy = gen.generate("open the drawer", img).bind(rt)
     prop = np.zeros(rt.model.cfg.proprio_dim, np.float32)
     for _ in range(20):
@@ -72,7 +73,7 @@ def step_latency(folder, threads: int, iters: int, backend: str) -> list[float]:
 def generation_latency(folder, iters: int) -> list[float]:
     torch.set_num_threads(2)
     gen = Generator.load(folder)
-    img = np.zeros((128, 128, 3), np.uint8)
+    img = np.zeros((128, gen.model.cfg.views * 128, 3), np.uint8)
     for i in range(5):
         gen.generate(f"warm up {i}", img)
     out = []

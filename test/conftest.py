@@ -24,17 +24,20 @@ def language():
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory, language):
-    """Untrained checkpoints of both model types (fast to build; real files on disk)."""
+    """Untrained checkpoints of both model types (fast to build; real files on disk), taking the views of the
+    tasks file's default camera, as the sim bridge renders them."""
     import torch
     from hypervla_core.config import ModelConfig
     from hypervla_core.model import VLA
+    from hypervla_core.sim import camera_views, load_tasks
 
     from hypervla_core import checkpoint as ckpt
 
     torch.manual_seed(0)
     out = {}
     for kind in ("hypervla", "monolithic"):
-        cfg = ModelConfig(model_type=kind, mono_dim=64, mono_mlp=128, mono_layers=2)
+        cfg = ModelConfig(model_type=kind, mono_dim=64, mono_mlp=128, mono_layers=2,
+                          views=len(camera_views(None, load_tasks())))
         model = VLA(cfg, language.dim)
         if model.hypernet is not None:  # as after some training: policies differ per instruction
             for head in model.hypernet.heads:

@@ -138,3 +138,30 @@ def test_preprocess_range():
     x = image_tensor(img, 64)
     assert x.shape == (1, 3, 64, 64)
     assert x[0, 0].min().item() == pytest.approx(1.0) and x[0, 1].max().item() == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("kind", ["hypervla", "monolithic"])
+def test_views_side_by_side_are_encoded_one_by_one(language, kind):
+    """views: 2 takes two camera views tiled left to right; each is encoded on its own (no token of the left
+    view sees the right one), the policy reads the tokens of both, and a frame that does not split is refused."""
+    from hypervla_core.encoders import join_views, split_views
+    from hypervla_core.runtime import InputError, image_tensor
+
+    torch.manual_seed(0)
+    one, two = VLA(ModelConfig(model_type=kind), language.dim), VLA(ModelConfig(model_type=kind, views=2), language.dim)
+    assert two.num_patches == 2 * one.num_patches
+    x = torch.rand(3, 3, 64, 128) * 2 - 1
+    assert torch.equal(join_views(split_views(x, 2), 2), x)
+    changed = x.clone()
+    changed[..., 64:] = 0.0  # only the right view
+    a, b = two.encode(x), two.encode(changed)
+    n = one.num_patches
+    assert torch.equal(a[:, :n], b[:, :n]) and not torch.allclose(a[:, n:], b[:, n:])
+    assert torch.allclose(a[:, :n], two.vision(x[..., :64]))
+    tokens, mask = language(["reach the goal position"] * 3)
+    chunk_a, _ = two(tokens, mask, x, x)
+    chunk_b, _ = two(tokens, mask, x, changed)
+    assert not torch.allclose(chunk_a, chunk_b)  # the second view reaches the action
+    assert image_tensor(np.zeros((480, 1280, 3), np.uint8), 64, 2).shape == (1, 3, 64, 128)
+    with pytest.raises(InputError, match="2 camera views"):
+        image_tensor(np.zeros((64, 127, 3), np.uint8), 64, 2)

@@ -13,6 +13,8 @@ import pytest
 from hypervla_core import checkpoint as ckpt
 from hypervla_core.cli import main as cli
 from hypervla_core.data import DemoDataset, index_files
+from hypervla_core.evaluate import evaluate
+from hypervla_core.sim import camera_views, load_tasks
 
 TINY_TRAIN = """
 model: {hn_layers: 1, base_layers: 1, mono_layers: 1, mono_dim: 64, mono_mlp: 128}
@@ -28,12 +30,21 @@ def demos(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def two_view_demos(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demos2")
+    assert cli(["gen-data", "--out", str(out), "--suite", "reach-v3", "--episodes", "1", "--workers", "1",
+                "--max-steps", "150", "--camera", "workspace+front"]) == 0
+    return out
+
+
 def test_gen_data_is_resumable_and_deterministic(demos, tmp_path):
     refs = index_files([demos])
     assert len(refs) == 1 and refs[0].task == "reach-v3" and refs[0].instruction == "reach the goal position"
     with h5py.File(demos / "reach-v3.hdf5") as f:
         demo = f["data/demo_0"]
-        assert demo["obs/agentview_rgb"].shape[1:] == (64, 64, 3) and demo["actions"].shape[1] == 7
+        views = len(camera_views(None, load_tasks()))  # the tasks file's default camera, views side by side
+        assert demo["obs/agentview_rgb"].shape[1:] == (64, 64 * views, 3) and demo["actions"].shape[1] == 7
         actions = demo["actions"][:]
         seeds = list(f.attrs["attempted_seeds"])
     # A second run with the same target adds nothing (resumable); a fresh run reproduces the episode.
@@ -46,8 +57,11 @@ def test_gen_data_is_resumable_and_deterministic(demos, tmp_path):
         assert list(f.attrs["attempted_seeds"]) == seeds
 
 
-@pytest.mark.parametrize("kind", ["hypervla", "monolithic"])
-def test_train_resume_finetune_eval(demos, tmp_path, kind):
+# The tasks file's default camera for one model type, two views side by side for the other.
+@pytest.mark.parametrize("kind,data", [("hypervla", "two_view_demos"), ("monolithic", "demos")])
+def test_train_resume_finetune_eval(request, tmp_path, kind, data):
+    demos = request.getfixturevalue(data)
+    camera = "workspace+front" if data == "two_view_demos" else load_tasks()["camera"]
     cfg = tmp_path / "train.yaml"
     cfg.write_text(TINY_TRAIN)
     out = tmp_path / "ck"
@@ -55,6 +69,8 @@ def test_train_resume_finetune_eval(demos, tmp_path, kind):
                 "--eval-every", "6"]) == 0
     loaded = ckpt.load(out)
     assert loaded.cfg.model_type == kind and loaded.meta["extra"]["step"] == 6
+    # The model takes as many views as the data's frames tile, and remembers the camera for eval.
+    assert loaded.meta["extra"]["camera"] == camera and loaded.cfg.views == len(camera_views(camera, {}))
     history = loaded.meta["extra"]["history"]
     assert any("eval_mean_success" in h for h in history)  # the periodic closed-loop evaluation ran
     assert (out / "eval_step6" / "eval.json").exists()
@@ -72,6 +88,10 @@ def test_train_resume_finetune_eval(demos, tmp_path, kind):
                 "--out", str(ev)]) == 0
     report = json.loads((ev / "eval.json").read_text())
     assert report["per_task"]["reach-v3"]["episodes"] == 1 and 0 <= report["mean_success"] <= 1
+    assert report["camera"] == camera
+    if loaded.cfg.views > 1:  # a view setup the checkpoint cannot take is refused before any episode runs
+        with pytest.raises(ValueError, match="camera view"):
+            evaluate(str(ft), str(tmp_path / "ev1"), "reach-v3", 1, workers=1, camera="corner")
     assert (ev / "success.png").exists() and (ev / "reach-v3.gif").exists()
 
 
@@ -182,19 +202,25 @@ def test_goal_marker_and_recolor_come_from_the_tasks_file(tmp_path):
 
 
 def test_camera_views_come_from_the_tasks_file(demos, capsys):
-    """config/tasks.yaml `camera`/`cameras`: the default view is recorded in gen-data's files, and a file is
-    never topped up with another view's images."""
-    from hypervla_core.sim import MetaWorldTask, load_tasks
+    """config/tasks.yaml `camera`/`cameras`: "a+b" tiles views left to right, the default is recorded in
+    gen-data's files, and a file is never topped up with another view's images."""
+    from hypervla_core.sim import MetaWorldTask
 
     tasks = load_tasks()
-    default, corner = MetaWorldTask("reach-v3"), MetaWorldTask("reach-v3", camera="corner")
-    assert default.camera == tasks["camera"] and tasks["camera"] in tasks["cameras"]
-    a, b = default.reset(5).image.astype(int), corner.reset(5).image.astype(int)
-    assert a.shape == b.shape == (64, 64, 3) and np.abs(a - b).mean() > 10
-    default.close()
-    corner.close()
+    assert tasks["camera"] in tasks["cameras"]
+    sims = [MetaWorldTask("reach-v3"), MetaWorldTask("reach-v3", camera="corner"),
+            MetaWorldTask("reach-v3", camera="workspace+front")]
+    sims += [MetaWorldTask("reach-v3", camera=view) for view in ("workspace", "front")]
+    default, corner, tiled, workspace, front = [s.reset(5).image.astype(int) for s in sims]
+    assert default.shape == corner.shape == (64, 64, 3) and tiled.shape == (64, 128, 3)
+    assert np.abs(default - corner).mean() > 10
+    # each tile is exactly that view's own image
+    np.testing.assert_array_equal(tiled[:, :64], workspace)
+    np.testing.assert_array_equal(tiled[:, 64:], front)
+    for s in sims:
+        s.close()
     with pytest.raises(ValueError, match="unknown camera 'nope'.*corner"):
-        MetaWorldTask("reach-v3", camera="nope")
+        MetaWorldTask("reach-v3", camera="workspace+nope")
 
     path = demos / "reach-v3.hdf5"
     with h5py.File(path) as f:

@@ -6,6 +6,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from hypervla_core.sim import camera_views, load_tasks
 from hypervla_ros.bringup import Stack
 from hypervla_ros.node_config import LATCHED
 from ros_helpers import Probe, Spinner, wait_until, write_config
@@ -29,7 +30,9 @@ def test_episode_runs_end_to_end_and_resets(ros, tmp_path, tiny_checkpoints):
             end = next(e for e in events if e["event"] == "timeout")
             assert start["task"] == end["task"] == "drawer-open-v3"
             assert end["steps"] == 15 and end["e2e_samples"] >= 10
-            assert frames and frames[-1].width == 64 and frames[-1].encoding == "rgb8"
+            views = len(camera_views(None, load_tasks()))  # the tasks file's default, tiled side by side
+            assert frames and frames[-1].width == 64 * views and frames[-1].height == 64
+            assert frames[-1].encoding == "rgb8"
             # every step was driven by an action from the controller, stamped with the frame it came from
             assert len(probe.actions) >= 15
             assert reset.wait_for_service(10)

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 @dataclass
 class ModelConfig:
     model_type: str = "hypervla"  # "hypervla" (generated base policy) or "monolithic" (the twin)
-    # Camera input: every frame is resized to image_size x image_size RGB.
+    # Camera input: every frame is resized to image_size x (views * image_size) RGB: `views` camera views
+    # tiled left to right (config/tasks.yaml camera "a+b"), each encoded on its own by the shared encoder.
     image_size: int = 64
+    views: int = 1
     # Shared vision encoder: "conv" (small patch encoder trained from scratch) or "hf"
     # (a transformers vision tower - DINOv2, SigLIP, CLIP - loaded from vision_path, a local folder).
     vision_encoder: str = "conv"
@@ -40,11 +42,6 @@ class ModelConfig:
     proprio_dim: int = 4
     action_horizon: int = 4
     action_dim: int = 7
-
-    @property
-    def num_patches(self) -> int:
-        side = self.image_size // (2 ** (len(self.conv_channels) + 1))
-        return side * side
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

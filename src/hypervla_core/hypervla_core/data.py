@@ -64,6 +64,19 @@ def index_files(paths: list[str | pathlib.Path]) -> list[DemoRef]:
     return refs
 
 
+def recorded_camera(refs: list[DemoRef]) -> str | None:
+    """The camera spec gen-data recorded in the files ("workspace+front"), None for files from elsewhere."""
+    cameras = set()
+    for path in sorted({r.path for r in refs}):
+        with h5py.File(path, "r") as f:
+            if "render" in f.attrs:
+                cameras.add(json.loads(f.attrs["render"])["camera"])
+    if len(cameras) > 1:
+        raise ValueError(f"demonstration files were rendered with different cameras {sorted(cameras)}: "
+                         "train on one view setup at a time")
+    return cameras.pop() if cameras else None
+
+
 def write_demo(f: h5py.File, images: np.ndarray, proprio: np.ndarray, actions: np.ndarray, instruction: str,
                task: str, seed: int) -> str:
     data = f.require_group("data")
@@ -83,6 +96,7 @@ class DemoDataset:
     def __init__(self, paths, horizon: int, proprio_keys=("proprio",), image_key: str | None = None,
                  phrasings: dict[str, list[str]] | None = None, max_open_files: int = 64):
         self.refs = index_files(paths)
+        self.camera = recorded_camera(self.refs)
         self.horizon = horizon
         self.proprio_keys = tuple(proprio_keys)
         self.image_key = image_key

@@ -103,9 +103,25 @@ def build_vision_encoder(cfg: ModelConfig, hf_config=None) -> nn.Module:
     raise ValueError(f"unknown vision_encoder {cfg.vision_encoder!r} (expected 'conv' or 'hf')")
 
 
-def preprocess_images(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (B, H, W, 3) RGB -> float (B, 3, size, size) in [-1, 1]; resizes only when needed."""
+def preprocess_images(images: torch.Tensor, size: int, views: int = 1) -> torch.Tensor:
+    """uint8 (B, H, W, 3) RGB -> float (B, 3, size, views * size) in [-1, 1]; resizes only when needed."""
     x = images.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    if x.shape[-1] != views * size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, views * size), mode="bilinear", antialias=True, align_corners=False)
     return x
+
+
+def split_views(x: torch.Tensor, views: int) -> torch.Tensor:
+    """(B, C, H, V*W) side-by-side views -> (B*V, C, H, W), view-major within each sample."""
+    if views == 1:
+        return x
+    b, c, h, w = x.shape
+    return x.view(b, c, h, views, w // views).permute(0, 3, 1, 2, 4).reshape(b * views, c, h, w // views)
+
+
+def join_views(x: torch.Tensor, views: int) -> torch.Tensor:
+    """Inverse of split_views."""
+    if views == 1:
+        return x
+    bv, c, h, w = x.shape
+    return x.view(bv // views, views, c, h, w).permute(0, 2, 3, 1, 4).reshape(bv // views, c, h, views * w)

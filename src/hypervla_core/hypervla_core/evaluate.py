@@ -15,7 +15,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from .sim import MetaWorldTask, camera_name, load_tasks, suite_tasks
+from . import checkpoint as ckpt
+from .sim import MetaWorldTask, camera_name, camera_views, load_tasks, suite_tasks
 
 EVAL_SEED_OFFSET = 900_000_000
 _WORKER: dict = {}
@@ -79,7 +80,12 @@ def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int =
     out.mkdir(parents=True, exist_ok=True)
     tasks = suite_tasks(suite, tasks_file)
     table = load_tasks(tasks_file)
-    camera = camera_name(camera, table)
+    # Default view: the one the checkpoint was trained on (recorded by train), else the tasks file's.
+    loaded = ckpt.load(checkpoint, prefixes=())
+    camera = camera_name(camera or loaded.meta.get("extra", {}).get("camera"), table)
+    if len(camera_views(camera, table)) != loaded.cfg.views:
+        raise ValueError(f"{checkpoint} takes {loaded.cfg.views} camera view(s) per frame; camera {camera!r} "
+                         f"renders {len(camera_views(camera, table))} (pick one with --camera)")
     rng = np.random.default_rng(seed)
     jobs = []
     for ti, task in enumerate(tasks):

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .encoders import build_vision_encoder
+from .encoders import build_vision_encoder, split_views
 
 ACTION_SQUASH = 5.0  # continuous outputs are tanh(x / 5) * 5 in normalized units, as in the reference
 
@@ -211,8 +211,10 @@ class VLA(nn.Module):
             raise ValueError(f"unknown model_type {cfg.model_type!r} (expected 'hypervla' or 'monolithic')")
         self.cfg, self.lang_dim = cfg, lang_dim
         self.vision = build_vision_encoder(cfg, hf_vision_config)
+        if cfg.views < 1:
+            raise ValueError(f"views must be >= 1, got {cfg.views}")
         with torch.no_grad():
-            probe = self.vision(torch.zeros(1, 3, cfg.image_size, cfg.image_size))
+            probe = self.encode(torch.zeros(1, 3, cfg.image_size, cfg.views * cfg.image_size))
         self.num_patches, self.vision_dim = probe.shape[1], probe.shape[2]
         self.spec = base_policy_spec(cfg, self.num_patches, self.vision_dim)
         if cfg.model_type == "hypervla":
@@ -221,6 +223,11 @@ class VLA(nn.Module):
         else:
             self.actor = MonolithicPolicy(cfg, lang_dim, self.vision_dim, self.num_patches)
             self.hypernet = None
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, V*S) -> patch tokens of every view (B, V*N, D); each view is encoded on its own."""
+        vis = self.vision(split_views(images, self.cfg.views))
+        return vis.reshape(images.shape[0], -1, vis.shape[-1])
 
     @property
     def is_hyper(self) -> bool:
@@ -242,17 +249,18 @@ class VLA(nn.Module):
         first_feat = None
         if self.cfg.use_first_frame:
             if first_images is None:
-                first_images = torch.zeros(lang_tokens.shape[0], 3, self.cfg.image_size, self.cfg.image_size)
+                first_images = torch.zeros(lang_tokens.shape[0], 3, self.cfg.image_size,
+                                           self.cfg.views * self.cfg.image_size)
             # The first frame only conditions the hypernetwork: no gradient through the shared encoder here
             # (the reference uses a frozen copy), which also saves a third of the training compute.
             with torch.no_grad():
-                first_feat = self.vision(first_images).mean(1)
+                first_feat = self.encode(first_images).mean(1)
         return self.hypernet(lang_tokens, lang_mask, first_feat)
 
     def act(self, task: dict[str, torch.Tensor], images: torch.Tensor,
             proprio: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Every step: normalized action chunk (B, H, action_dim - 1) and gripper logits (B, H)."""
-        vis = self.vision(images)
+        vis = self.encode(images)
         if self.is_hyper:
             return base_policy_forward(task, self.cfg, vis, proprio)
         return self.actor(task["lang_tokens"], task["lang_mask"] > 0.5, vis, proprio)

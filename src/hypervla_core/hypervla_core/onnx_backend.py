@@ -38,7 +38,8 @@ def export_onnx(model: VLA, path: str) -> None:
     """Write act() as an ONNX graph: inputs image, proprio and the task tensors (sorted by name)."""
     cfg = model.cfg
     names = sorted(model.task_spec())
-    example = (torch.zeros(1, 3, cfg.image_size, cfg.image_size), torch.zeros(1, max(cfg.proprio_dim, 1)),
+    example = (torch.zeros(1, 3, cfg.image_size, cfg.views * cfg.image_size),
+               torch.zeros(1, max(cfg.proprio_dim, 1)),
                *(torch.zeros(1, *model.task_spec()[n]) for n in names))
     # The exporter narrates its passes on stdout and logs and warns about its own internals (optional
     # torchvision ops, deprecations); none of it helps a user. Errors still raise.

@@ -33,14 +33,18 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def image_tensor(image: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, size, size) float; INTER_AREA resize in OpenCV is the cheapest good one on CPU."""
+def image_tensor(image: np.ndarray, size: int, views: int = 1) -> torch.Tensor:
+    """(H, W, 3) uint8 with `views` camera views side by side -> (1, 3, size, views * size) float.
+    INTER_AREA resize in OpenCV is the cheapest good one on CPU."""
     check_image(image)
-    if image.shape[0] != size or image.shape[1] != size:
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    if views > 1 and image.shape[1] % views:
+        raise InputError(f"this model takes {views} camera views side by side in one frame; a {image.shape[1]}x"
+                         f"{image.shape[0]} image does not split into {views} equal views")
+    if image.shape[0] != size or image.shape[1] != views * size:
+        image = cv2.resize(image, (views * size, size), interpolation=cv2.INTER_AREA)
     elif not image.flags.writeable:  # a view on a received message buffer: torch wants its own copy
         image = image.copy()
-    return preprocess_images(torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0), size)
+    return preprocess_images(torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0), size, views)
 
 
 def check_instruction(instruction: str) -> str:
@@ -60,7 +64,7 @@ def architecture_of(model: VLA) -> dict:
         "model_type": cfg.model_type,
         "tensors": {k: list(v) for k, v in model.task_spec().items()},
         "action_horizon": cfg.action_horizon, "action_dim": cfg.action_dim,
-        "image_size": cfg.image_size, "proprio_dim": cfg.proprio_dim,
+        "image_size": cfg.image_size, "views": cfg.views, "proprio_dim": cfg.proprio_dim,
     }
 
 
@@ -111,7 +115,7 @@ class Runtime:
             if proprio.shape != (cfg.proprio_dim,) or not np.isfinite(proprio).all():
                 raise InputError(f"proprio must be {cfg.proprio_dim} finite values, got {proprio.shape}")
             prop = ((proprio - self.stats.proprio_mean) / self.stats.proprio_std).astype(np.float32)[None]
-        images = image_tensor(image, cfg.image_size)
+        images = image_tensor(image, cfg.image_size, cfg.views)
         if self._onnx is not None:
             chunk, grip = self._onnx(task, images.numpy(), prop)
         else:
@@ -148,7 +152,7 @@ class Generator:
         text = check_instruction(instruction)
         first = None
         if first_image is not None:
-            first = image_tensor(first_image, self.model.cfg.image_size).to(self.device)
+            first = image_tensor(first_image, self.model.cfg.image_size, self.model.cfg.views).to(self.device)
         tokens, mask = self.language([text])
         task = self.model.condition(tokens, mask, first)
         tensors = {k: v[0].float().cpu().numpy() for k, v in task.items()}

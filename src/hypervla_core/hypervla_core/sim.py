@@ -76,29 +76,37 @@ def render_settings(task: str, camera: str | None, table: dict) -> dict:
     return {"camera": camera_name(camera, table), **shown}
 
 
-def resolve_camera(name: str | None, table: dict, model):
-    """(name, what mujoco renders from): a view defined in the tasks file's `cameras`, or one of the model's
-    cameras by name."""
+def camera_views(name: str | None, table: dict) -> list[str]:
+    """A camera spec's views: "workspace+front" renders both, tiled left to right in one frame."""
+    return camera_name(name, table).split("+")
+
+
+def resolve_views(name: str | None, table: dict, model) -> list:
+    """What mujoco renders from, per view: a free view defined in the tasks file's `cameras`, or one of the
+    model's cameras by name."""
     import mujoco
 
-    name = camera_name(name, table)
-    view = table.get("cameras", {}).get(name)
-    if view is not None:
-        cam = mujoco.MjvCamera()
-        cam.type = mujoco.mjtCamera.mjCAMERA_FREE
-        cam.lookat[:] = view["lookat"]
-        cam.distance, cam.azimuth, cam.elevation = view["distance"], view["azimuth"], view["elevation"]
-        return name, cam
-    if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name) < 0:
-        known = sorted(table.get("cameras", {})) + [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i)
-                                                    for i in range(model.ncam)]
-        raise ValueError(f"unknown camera {name!r} (known: {known})")
-    return name, name
+    views = []
+    for part in camera_views(name, table):
+        view = table.get("cameras", {}).get(part)
+        if view is not None:
+            cam = mujoco.MjvCamera()
+            cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+            cam.lookat[:] = view["lookat"]
+            cam.distance, cam.azimuth, cam.elevation = view["distance"], view["azimuth"], view["elevation"]
+            views.append(cam)
+        elif mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, part) >= 0:
+            views.append(part)
+        else:
+            known = sorted(table.get("cameras", {})) + [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i)
+                                                        for i in range(model.ncam)]
+            raise ValueError(f"unknown camera {part!r} (known: {known}; join views with '+')")
+    return views
 
 
 @dataclass
 class Observation:
-    image: np.ndarray  # (S, S, 3) uint8 RGB, upright
+    image: np.ndarray  # (S, V*S, 3) uint8 RGB, upright: V camera views side by side
     proprio: np.ndarray  # hand xyz + gripper opening (4,)
     state: np.ndarray  # Meta-World's full 39-D observation (for the scripted expert only)
 
@@ -139,7 +147,7 @@ class MetaWorldTask:
                 raise ValueError(f"{task}: recolor names geom {name!r}, which the model does not have")
             model.geom_matid[geom] = -1
             model.geom_rgba[geom] = rgba
-        self.camera, self._view = resolve_camera(shown["camera"], table, model)
+        self.camera, self._views = shown["camera"], resolve_views(shown["camera"], table, model)
         self.renderer = mujoco.Renderer(self.env.model, image_size, image_size)
         self.expert = metaworld.policies.ENV_POLICY_MAP[task]()
         self.steps = 0
@@ -147,14 +155,17 @@ class MetaWorldTask:
 
     def render(self) -> np.ndarray:
         flags = self._mujoco.mjtRndFlag
-        self.renderer.update_scene(self.env.data, camera=self._view)
-        # Shadows and reflections cost about 4x in software GL and add nothing the policy needs.
-        self.renderer.scene.flags[flags.mjRND_SHADOW] = 0
-        self.renderer.scene.flags[flags.mjRND_REFLECTION] = 0
-        img = self.renderer.render()
-        # Meta-World's corner cameras render upside down; free views (config/tasks.yaml cameras) are upright.
-        flip = isinstance(self._view, str) and self._view.startswith("corner")
-        return np.ascontiguousarray(img[::-1, ::-1]) if flip else img
+        images = []
+        for view in self._views:
+            self.renderer.update_scene(self.env.data, camera=view)
+            # Shadows and reflections cost about 4x in software GL and add nothing the policy needs.
+            self.renderer.scene.flags[flags.mjRND_SHADOW] = 0
+            self.renderer.scene.flags[flags.mjRND_REFLECTION] = 0
+            img = self.renderer.render()
+            # Meta-World's corner cameras render upside down; free views (config/tasks.yaml cameras) are upright.
+            flip = isinstance(view, str) and view.startswith("corner")
+            images.append(img[::-1, ::-1] if flip else img)
+        return np.ascontiguousarray(np.concatenate(images, axis=1))
 
     def _observe(self, state) -> Observation:
         self._obs = Observation(self.render(), np.asarray(state[:4], np.float32), np.asarray(state))

@@ -7,6 +7,7 @@ each rank draws its own batches and DistributedDataParallel averages the gradien
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -23,9 +24,9 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .config import ModelConfig, TrainConfig
 from .data import DemoDataset
-from .encoders import LanguageEncoder, preprocess_images
+from .encoders import LanguageEncoder, join_views, preprocess_images, split_views
 from .model import VLA
-from .sim import load_tasks
+from .sim import camera_views, load_tasks
 
 
 def param_groups(model: VLA, cfg: TrainConfig) -> list[dict]:
@@ -79,6 +80,12 @@ class Trainer:
         tasks = load_tasks(tasks_file)["tasks"] if phrasings else {}
         table = {t: v.get(phrasings, []) for t, v in tasks.items()} if phrasings else None
         self.data = DemoDataset(data_paths, model_cfg.action_horizon, phrasings=table)
+        if self.data.camera:  # gen-data's files say how many views each frame tiles; the model must take as many
+            views = len(camera_views(self.data.camera, {}))
+            if init_from is not None and views != model_cfg.views:
+                raise ValueError(f"the checkpoint takes {model_cfg.views} camera view(s); this data was rendered "
+                                 f"with {self.data.camera!r} ({views})")
+            self.mcfg = model_cfg = dataclasses.replace(model_cfg, views=views)
         self.language = LanguageEncoder(model_cfg.language_path, model_cfg.max_tokens)
         self.lang_cache = self._encode_all(self.data.instructions())
         self.model = VLA(model_cfg, self.language.dim)
@@ -106,10 +113,11 @@ class Trainer:
     def _batch(self) -> dict[str, torch.Tensor]:
         b = self.data.sample(self.rng, self.tcfg.batch_size)
         s = self.stats
-        images = preprocess_images(torch.from_numpy(b["images"]), self.mcfg.image_size)
-        firsts = preprocess_images(torch.from_numpy(b["first_images"]), self.mcfg.image_size)
-        if self.tcfg.augment:
-            images = random_shift(images, 4, self.gen)
+        size, views = self.mcfg.image_size, self.mcfg.views
+        images = preprocess_images(torch.from_numpy(b["images"]), size, views)
+        firsts = preprocess_images(torch.from_numpy(b["first_images"]), size, views)
+        if self.tcfg.augment:  # each view shifted on its own, so no view's edge slides into its neighbour
+            images = join_views(random_shift(split_views(images, views), 4, self.gen), views)
         acts = torch.from_numpy(b["actions"])
         cont = (acts[..., :6] - torch.from_numpy(s.action_mean).float()) / torch.from_numpy(s.action_std).float()
         prop = (torch.from_numpy(b["proprio"]) - torch.from_numpy(s.proprio_mean)) / torch.from_numpy(s.proprio_std)
@@ -171,7 +179,8 @@ class Trainer:
     # -- checkpoint (EMA weights) + resumable training state, all safetensors/JSON
 
     def save(self, wall_time_s: float | None = None) -> str:
-        extra = {"train_config": self.tcfg.__dict__, "step": self.step, "history": self.history[-200:]}
+        extra = {"train_config": self.tcfg.__dict__, "step": self.step, "history": self.history[-200:],
+                 "camera": self.data.camera}
         if wall_time_s is not None:
             extra["wall_time_s"] = round(wall_time_s, 1)
         model_id = ckpt.save(self.out, self.mcfg, self.language.dim, self.ema, self.stats, extra)
