@@ -143,6 +143,28 @@ def test_libero_and_robomimic_layouts_load(tmp_path, robomimic):
     assert stats["action_std"].shape == (6,) and (stats["action_std"] > 0).all()
 
 
+def test_task_balanced_sampling(tmp_path):
+    """balance_tasks draws each task equally often however many frames it has, and every frame of it; the
+    default draws frames uniformly, so a task with more data dominates the batch."""
+    from hypervla_core.data import write_demo
+
+    with h5py.File(tmp_path / "big.hdf5", "w") as f:
+        for seed in range(6):
+            write_demo(f, np.zeros((20, 8, 8, 3), np.uint8), np.zeros((20, 4)), np.zeros((20, 7)), "big", "big", seed)
+    with h5py.File(tmp_path / "small.hdf5", "w") as f:
+        act = np.zeros((10, 7))
+        act[:, 0] = np.arange(10)  # the frame index, to see which frames are drawn
+        write_demo(f, np.zeros((10, 8, 8, 3), np.uint8), np.zeros((10, 4)), act, "small", "small", 0)
+    ds = DemoDataset([tmp_path], horizon=1)
+    share = {}
+    for balance in (False, True):
+        batch = ds.sample(np.random.default_rng(0), 4000, balance_tasks=balance)
+        small = np.array(batch["instructions"]) == "small"
+        share[balance] = small.mean()
+        assert set(batch["actions"][small, 0, 0].astype(int)) == set(range(10))
+    assert abs(share[False] - 10 / 130) < 0.02 and abs(share[True] - 0.5) < 0.03
+
+
 def test_unreadable_demo_file_is_named(tmp_path):
     bad = tmp_path / "broken.hdf5"
     bad.write_bytes(b"not hdf5")

@@ -81,6 +81,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     seed: int = 0
     augment: bool = True  # random shifts of the camera image
+    balance_tasks: bool = False  # batches draw every task equally often, however many frames each task has
     threads: int = 2
 
     @classmethod

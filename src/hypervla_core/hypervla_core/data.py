@@ -103,6 +103,10 @@ class DemoDataset:
         self.phrasings = phrasings or {}
         self.lengths = np.array([r.length for r in self.refs])
         self.cum = np.concatenate([[0], np.cumsum(self.lengths)])
+        # Per task: its demos and their cumulative frame counts, for task-balanced sampling.
+        self.tasks = sorted({r.task for r in self.refs})
+        self._task_demos = [np.array([i for i, r in enumerate(self.refs) if r.task == t]) for t in self.tasks]
+        self._task_cum = [np.concatenate([[0], np.cumsum(self.lengths[d])]) for d in self._task_demos]
         self._files: dict[str, h5py.File] = {}
         self.max_open_files = max_open_files
 
@@ -156,8 +160,20 @@ class DemoDataset:
         return {"action_mean": a.mean(0), "action_std": floor(a.std(0)),
                 "proprio_mean": p.mean(0), "proprio_std": floor(p.std(0))}
 
-    def sample(self, rng: np.random.Generator, batch_size: int) -> dict:
-        flat = rng.integers(0, len(self), batch_size)
+    def _balanced_frames(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+        """Flat frame indices: a task uniformly, then a frame uniformly among that task's frames."""
+        flat = np.empty(batch_size, np.int64)
+        for i, k in enumerate(rng.integers(0, len(self.tasks), batch_size)):
+            cum = self._task_cum[k]
+            u = rng.integers(0, cum[-1])
+            j = np.searchsorted(cum, u, side="right") - 1
+            flat[i] = self.cum[self._task_demos[k][j]] + u - cum[j]
+        return flat
+
+    def sample(self, rng: np.random.Generator, batch_size: int, balance_tasks: bool = False) -> dict:
+        """A batch of frames, uniform over all frames, or over tasks first (balance_tasks: a task with more or
+        longer demonstrations does not crowd the others out of the batch)."""
+        flat = self._balanced_frames(rng, batch_size) if balance_tasks else rng.integers(0, len(self), batch_size)
         demo_idx = np.searchsorted(self.cum, flat, side="right") - 1
         order = np.argsort(demo_idx, kind="stable")  # read each demo's frames together
         images, firsts, props, chunks, masks, texts = [], [], [], [], [], []

@@ -111,7 +111,7 @@ class Trainer:
         return out
 
     def _batch(self) -> dict[str, torch.Tensor]:
-        b = self.data.sample(self.rng, self.tcfg.batch_size)
+        b = self.data.sample(self.rng, self.tcfg.batch_size, self.tcfg.balance_tasks)
         s = self.stats
         size, views = self.mcfg.image_size, self.mcfg.views
         images = preprocess_images(torch.from_numpy(b["images"]), size, views)
