@@ -17,9 +17,12 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
+from hypervla_core.sim import camera_views, load_tasks
+
 from hypervla_msgs.msg import ControllerStatus, EndEffectorAction
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+VIEWS = len(camera_views(None, load_tasks()))  # the probe's camera publishes the default views side by side
 
 
 def write_config(tmp_path: pathlib.Path, checkpoint, **overrides) -> pathlib.Path:
@@ -61,7 +64,7 @@ class Probe(Node):
     def publish_frame(self, image: Image | None = None):
         stamp = self.get_clock().now().to_msg()
         if image is None:
-            image = rgb_to_image(self.rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), stamp)
+            image = rgb_to_image(self.rng.integers(0, 255, (64, 64 * VIEWS, 3), dtype=np.uint8), stamp)
         js = JointState(position=[0.0, 0.6, 0.2, 1.0])
         js.header.stamp = stamp
         self.proprio.publish(js)

@@ -12,7 +12,7 @@ from hypervla_ros.bags import BagError, add_topic, open_reader, open_writer, qos
 from hypervla_ros.image_conversion import rgb_to_compressed, rgb_to_image
 from hypervla_ros.replay_eval import evaluate_bag
 from rclpy.serialization import serialize_message
-from ros_helpers import Probe, Spinner, wait_until, write_config
+from ros_helpers import VIEWS, Probe, Spinner, wait_until, write_config
 from std_msgs.msg import String
 
 from hypervla_msgs.msg import EndEffectorAction
@@ -167,7 +167,7 @@ def test_record_live_topics_then_replay_them(ros, tmp_path, tiny_checkpoints):
         sender = Node("replayer")
         sent = replay(sender, str(out), rate=4.0, topics=["/camera/image_raw"], start_delay_s=1.0)
         assert wait_until(lambda: len(got) >= sent * 0.8, 5), (len(got), sent)
-        assert got[0].width == 64 and got[0].encoding == "rgb8"
+        assert got[0].width == 64 * VIEWS and got[0].encoding == "rgb8"  # the probe camera's frames
         sender.destroy_node()
     finally:
         spinner.close()

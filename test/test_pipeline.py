@@ -31,10 +31,10 @@ def demos(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def two_view_demos(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demos2")
+def one_view_demos(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demos1")
     assert cli(["gen-data", "--out", str(out), "--suite", "reach-v3", "--episodes", "1", "--workers", "1",
-                "--max-steps", "150", "--camera", "workspace+front"]) == 0
+                "--max-steps", "150", "--camera", "workspace"]) == 0
     return out
 
 
@@ -57,11 +57,11 @@ def test_gen_data_is_resumable_and_deterministic(demos, tmp_path):
         assert list(f.attrs["attempted_seeds"]) == seeds
 
 
-# The tasks file's default camera for one model type, two views side by side for the other.
-@pytest.mark.parametrize("kind,data", [("hypervla", "two_view_demos"), ("monolithic", "demos")])
+# The tasks file's default camera (two views side by side) for one model type, one view for the other.
+@pytest.mark.parametrize("kind,data", [("hypervla", "demos"), ("monolithic", "one_view_demos")])
 def test_train_resume_finetune_eval(request, tmp_path, kind, data):
     demos = request.getfixturevalue(data)
-    camera = "workspace+front" if data == "two_view_demos" else load_tasks()["camera"]
+    camera = "workspace" if data == "one_view_demos" else load_tasks()["camera"]
     cfg = tmp_path / "train.yaml"
     cfg.write_text(TINY_TRAIN)
     out = tmp_path / "ck"
@@ -229,16 +229,17 @@ def test_camera_views_come_from_the_tasks_file(demos, capsys):
     from hypervla_core.sim import MetaWorldTask
 
     tasks = load_tasks()
-    assert tasks["camera"] in tasks["cameras"]
+    assert tasks["camera"] == "workspace+gripperPOV"  # a free view of the table + Meta-World's wrist camera
     sims = [MetaWorldTask("reach-v3"), MetaWorldTask("reach-v3", camera="corner"),
             MetaWorldTask("reach-v3", camera="workspace+front")]
-    sims += [MetaWorldTask("reach-v3", camera=view) for view in ("workspace", "front")]
-    default, corner, tiled, workspace, front = [s.reset(5).image.astype(int) for s in sims]
-    assert default.shape == corner.shape == (64, 64, 3) and tiled.shape == (64, 128, 3)
-    assert np.abs(default - corner).mean() > 10
+    sims += [MetaWorldTask("reach-v3", camera=view) for view in ("workspace", "front", "gripperPOV")]
+    default, corner, tiled, workspace, front, wrist = [s.reset(5).image.astype(int) for s in sims]
+    assert corner.shape == (64, 64, 3) and default.shape == tiled.shape == (64, 128, 3)
+    assert np.abs(workspace - corner).mean() > 10 and np.abs(wrist - front).mean() > 10
     # each tile is exactly that view's own image
     np.testing.assert_array_equal(tiled[:, :64], workspace)
     np.testing.assert_array_equal(tiled[:, 64:], front)
+    np.testing.assert_array_equal(default, np.concatenate([workspace, wrist], axis=1))
     for s in sims:
         s.close()
     with pytest.raises(ValueError, match="unknown camera 'nope'.*corner"):
