@@ -165,3 +165,30 @@ def test_views_side_by_side_are_encoded_one_by_one(language, kind):
     assert image_tensor(np.zeros((480, 1280, 3), np.uint8), 64, 2).shape == (1, 3, 64, 128)
     with pytest.raises(InputError, match="2 camera views"):
         image_tensor(np.zeros((64, 127, 3), np.uint8), 64, 2)
+
+
+def test_spatial_softmax_reads_where_each_map_peaks():
+    """Keypoints are the expected positions of peaked maps, finer than the map's grid (between two cells)."""
+    from hypervla_core.encoders import spatial_softmax
+
+    maps = torch.full((1, 2, 16, 16), -50.0)
+    maps[0, 0, 3, 12] = 50.0  # row 3, column 12
+    maps[0, 1, 8, 4:6] = 50.0  # halfway between columns 4 and 5
+    points = spatial_softmax(maps)[0]
+    grid = torch.linspace(-1, 1, 16)
+    assert torch.allclose(points, torch.stack([grid[12], (grid[4] + grid[5]) / 2, grid[3], grid[8]]), atol=1e-5)
+
+
+def test_keypoint_token_follows_an_object_across_the_image(language):
+    """keypoints: K adds one token per view, the encoder's patch tokens are unchanged in count, and the
+    keypoint token moves with a bright square moved by two pixels (less than one 8-pixel patch)."""
+    torch.manual_seed(0)
+    plain, kp = VLA(ModelConfig(), language.dim), VLA(ModelConfig(keypoints=8, views=2), language.dim)
+    assert kp.num_patches == 2 * (plain.num_patches + 1)
+    a, b = -torch.ones(1, 3, 64, 128), -torch.ones(1, 3, 64, 128)
+    a[..., 20:26, 20:26] = 1.0
+    b[..., 20:26, 22:28] = 1.0
+    ta, tb = kp.encode(a), kp.encode(b)
+    n = plain.num_patches
+    assert not torch.allclose(ta[:, n], tb[:, n], atol=1e-4)  # the left view's keypoint token
+    assert torch.allclose(ta[:, -1], tb[:, -1])  # the right view did not change

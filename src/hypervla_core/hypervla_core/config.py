@@ -19,6 +19,9 @@ class ModelConfig:
     vision_path: str = ""
     vision_dim: int = 64  # conv: width of the patch tokens (hf: read from the model)
     conv_channels: tuple[int, ...] = (32, 64)  # conv stem widths; each layer halves the resolution
+    # conv: spatial-softmax keypoints (expected x, y of each of this many learned feature maps, read at the
+    # stem's resolution), one extra token per view; 0 = patch tokens only.
+    keypoints: int = 0
     # Language encoder: a transformers encoder from a local folder; "" = MiniLM-L6 shipped on PyPI.
     language_path: str = ""
     max_tokens: int = 32

@@ -52,7 +52,12 @@ class LanguageEncoder(nn.Module):
 
 
 class ConvPatchEncoder(nn.Module):
-    """Small strided-conv encoder trained from scratch: (B, 3, S, S) -> patch tokens (B, N, vision_dim)."""
+    """Small strided-conv encoder trained from scratch: (B, 3, S, S) -> patch tokens (B, N, vision_dim).
+
+    With cfg.keypoints = K, one more token holds K spatial-softmax keypoints (Levine et al. 2016): the
+    expected image position of each of K feature maps taken before the last stride, so an object's position
+    reaches the policy finer than one patch.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -64,10 +69,26 @@ class ConvPatchEncoder(nn.Module):
                 layers.append(nn.GroupNorm(1, c_out))
                 layers.append(nn.GELU())
         self.net = nn.Sequential(*layers)
+        self.heatmaps = nn.Conv2d(widths[-2], cfg.keypoints, kernel_size=1) if cfg.keypoints else None
+        self.keypoint_token = nn.Linear(2 * cfg.keypoints, cfg.vision_dim) if cfg.keypoints else None
         self.dim = cfg.vision_dim
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).flatten(2).transpose(1, 2)
+        if self.heatmaps is None:
+            return self.net(images).flatten(2).transpose(1, 2)
+        x = self.net[:-1](images)  # the stem, before the last stride
+        tokens = self.net[-1](x).flatten(2).transpose(1, 2)
+        points = spatial_softmax(self.heatmaps(x))
+        return torch.cat([tokens, self.keypoint_token(points).unsqueeze(1)], dim=1)
+
+
+def spatial_softmax(maps: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) score maps -> (B, 2K): each map's softmax-weighted x (K values), then y, in [-1, 1]."""
+    b, k, h, w = maps.shape
+    attn = maps.flatten(2).softmax(-1).view(b, k, h, w)
+    xs = torch.linspace(-1.0, 1.0, w, device=maps.device, dtype=maps.dtype)
+    ys = torch.linspace(-1.0, 1.0, h, device=maps.device, dtype=maps.dtype)
+    return torch.cat([(attn.sum(2) * xs).sum(-1), (attn.sum(3) * ys).sum(-1)], dim=1)
 
 
 class HFVisionEncoder(nn.Module):
