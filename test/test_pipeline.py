@@ -172,6 +172,22 @@ def test_unreadable_demo_file_is_named(tmp_path):
         index_files([bad])
 
 
+def test_fit_report_falls_as_training_fits_the_demonstrations(demos, tmp_path):
+    """`hypervla fit`: teacher-forced action error per file; training on the demonstrations lowers it."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("model: {hn_layers: 1, base_layers: 1}\n"
+                   "train: {batch_size: 16, lr: 0.001, warmup_steps: 1, ema_decay: 0.0, threads: 1, checkpoint_every: 0}\n")
+    errors = []
+    for steps in ("1", "80"):
+        out = tmp_path / f"ck{steps}"
+        assert cli(["train", "--data", str(demos), "--out", str(out), "--config", str(cfg), "--steps", steps]) == 0
+        report = tmp_path / f"fit{steps}.json"
+        assert cli(["fit", str(out), "--data", str(demos / "reach-v3.hdf5"), "--batches", "2", "--json", str(report)]) == 0
+        errors.append(json.loads(report.read_text())["reach-v3"]["mse"])
+    assert errors[1] < 0.5 * errors[0]
+    assert cli(["fit", str(tmp_path / "ck1"), "--data", str(tmp_path / "missing.hdf5")]) == 2
+
+
 def test_info_cli(tiny_checkpoints, capsys):
     assert cli(["info", str(tiny_checkpoints["hypervla"]), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
 
 
@@ -85,6 +86,17 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_fit(args) -> int:
+    from .train import fit_report
+
+    report = fit_report(args.checkpoint, args.data, args.batches, seed=args.seed, tasks_file=args.tasks_file)
+    for name, parts in report.items():
+        print(f"{name:32s} mse {parts['mse']:.4f}  gripper bce {parts['bce']:.4f}")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .evaluate import evaluate
 
@@ -140,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--tasks-file", default=None)
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("fit", help="teacher-forced action error of a checkpoint on demonstrations, per file")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", nargs="+", required=True, help="HDF5 files (one line of output each)")
+    p.add_argument("--batches", type=int, default=8, help="batches of 128 frames per file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the report here")
+    p.add_argument("--tasks-file", default=None)
+    p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("eval", help="closed-loop success in Meta-World on unseen positions")
     p.add_argument("checkpoint")

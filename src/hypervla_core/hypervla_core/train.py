@@ -214,3 +214,20 @@ class Trainer:
         self.step = json.loads((self.out / "train_state.json").read_text())["step"]
         self.rng = np.random.default_rng(self.tcfg.seed * 1000 + self.rank + self.step)
         return True
+
+
+def fit_report(checkpoint: str, data_paths: list[str], batches: int = 8, batch_size: int = 128, seed: int = 0,
+               tasks_file=None) -> dict[str, dict]:
+    """How well a checkpoint reproduces demonstrated actions, per file (gen-data writes one file per task):
+    the training loss's terms on its EMA weights, without augmentation. A task the policy fails closed-loop
+    and also fits badly here needs a better model, not only more evaluation."""
+    loaded = ckpt.load(checkpoint)
+    cfg = TrainConfig(batch_size=batch_size, seed=seed, augment=False, threads=0)
+    report = {}
+    for path in data_paths:
+        trainer = Trainer(loaded.cfg, cfg, [path], "", init_from=checkpoint, tasks_file=tasks_file)
+        trainer.model.eval()
+        with torch.no_grad():
+            parts = [trainer.loss(trainer._batch())[1] for _ in range(batches)]
+        report[pathlib.Path(path).stem] = {k: round(float(np.mean([p[k] for p in parts])), 5) for k in ("mse", "bce")}
+    return report
