@@ -219,8 +219,9 @@ class Trainer:
 def fit_report(checkpoint: str, data_paths: list[str], batches: int = 8, batch_size: int = 128, seed: int = 0,
                tasks_file=None) -> dict[str, dict]:
     """How well a checkpoint reproduces demonstrated actions, per file (gen-data writes one file per task):
-    the training loss's terms on its EMA weights, without augmentation. A task the policy fails closed-loop
-    and also fits badly here needs a better model, not only more evaluation."""
+    the training loss's terms (mse of the normalized continuous dims, gripper bce) on the recorded frames,
+    without augmentation. A task that fails closed-loop and also fits badly here is limited by the model or
+    its data, not by errors compounding along the policy's own trajectory."""
     loaded = ckpt.load(checkpoint)
     cfg = TrainConfig(batch_size=batch_size, seed=seed, augment=False, threads=0)
     report = {}
