@@ -173,7 +173,7 @@ def test_unreadable_demo_file_is_named(tmp_path):
 
 
 def test_fit_report_falls_as_training_fits_the_demonstrations(demos, tmp_path):
-    """`hypervla fit`: teacher-forced action error per file; training on the demonstrations lowers it."""
+    """`hypervla fit`: teacher-forced action error per task; training on the demonstrations lowers it."""
     cfg = tmp_path / "train.yaml"
     cfg.write_text("model: {hn_layers: 1, base_layers: 1}\n"
                    "train: {batch_size: 16, lr: 0.001, warmup_steps: 1, ema_decay: 0.0, threads: 1, checkpoint_every: 0}\n")

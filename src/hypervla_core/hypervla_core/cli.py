@@ -153,10 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks-file", default=None)
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("fit", help="teacher-forced action error of a checkpoint on demonstrations, per file")
+    p = sub.add_parser("fit", help="teacher-forced action error of a checkpoint on demonstrations, per task")
     p.add_argument("checkpoint")
-    p.add_argument("--data", nargs="+", required=True, help="HDF5 files (one line of output each)")
-    p.add_argument("--batches", type=int, default=8, help="batches of 128 frames per file")
+    p.add_argument("--data", nargs="+", required=True, help="HDF5 files or folders")
+    p.add_argument("--batches", type=int, default=8, help="batches of 128 frames per task")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the report here")
     p.add_argument("--tasks-file", default=None)

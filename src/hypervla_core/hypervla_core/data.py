@@ -160,20 +160,25 @@ class DemoDataset:
         return {"action_mean": a.mean(0), "action_std": floor(a.std(0)),
                 "proprio_mean": p.mean(0), "proprio_std": floor(p.std(0))}
 
-    def _balanced_frames(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
-        """Flat frame indices: a task uniformly, then a frame uniformly among that task's frames."""
+    def _balanced_frames(self, rng: np.random.Generator, batch_size: int, task: str | None = None) -> np.ndarray:
+        """Flat frame indices: a task uniformly (or the given one), then a frame uniformly among its frames."""
         flat = np.empty(batch_size, np.int64)
-        for i, k in enumerate(rng.integers(0, len(self.tasks), batch_size)):
+        tasks = rng.integers(0, len(self.tasks), batch_size) if task is None else [self.tasks.index(task)] * batch_size
+        for i, k in enumerate(tasks):
             cum = self._task_cum[k]
             u = rng.integers(0, cum[-1])
             j = np.searchsorted(cum, u, side="right") - 1
             flat[i] = self.cum[self._task_demos[k][j]] + u - cum[j]
         return flat
 
-    def sample(self, rng: np.random.Generator, batch_size: int, balance_tasks: bool = False) -> dict:
+    def sample(self, rng: np.random.Generator, batch_size: int, balance_tasks: bool = False,
+               task: str | None = None) -> dict:
         """A batch of frames, uniform over all frames, or over tasks first (balance_tasks: a task with more or
-        longer demonstrations does not crowd the others out of the batch)."""
-        flat = self._balanced_frames(rng, batch_size) if balance_tasks else rng.integers(0, len(self), batch_size)
+        longer demonstrations does not crowd the others out of the batch), or from one task only."""
+        if balance_tasks or task is not None:
+            flat = self._balanced_frames(rng, batch_size, task)
+        else:
+            flat = rng.integers(0, len(self), batch_size)
         demo_idx = np.searchsorted(self.cum, flat, side="right") - 1
         order = np.argsort(demo_idx, kind="stable")  # read each demo's frames together
         images, firsts, props, chunks, masks, texts = [], [], [], [], [], []

@@ -110,8 +110,8 @@ class Trainer:
                 out[t] = (tok[j], mask[j])
         return out
 
-    def _batch(self) -> dict[str, torch.Tensor]:
-        b = self.data.sample(self.rng, self.tcfg.batch_size, self.tcfg.balance_tasks)
+    def _batch(self, task: str | None = None) -> dict[str, torch.Tensor]:
+        b = self.data.sample(self.rng, self.tcfg.batch_size, self.tcfg.balance_tasks, task)
         s = self.stats
         size, views = self.mcfg.image_size, self.mcfg.views
         images = preprocess_images(torch.from_numpy(b["images"]), size, views)
@@ -218,17 +218,16 @@ class Trainer:
 
 def fit_report(checkpoint: str, data_paths: list[str], batches: int = 8, batch_size: int = 128, seed: int = 0,
                tasks_file=None) -> dict[str, dict]:
-    """How well a checkpoint reproduces demonstrated actions, per file (gen-data writes one file per task):
-    the training loss's terms (mse of the normalized continuous dims, gripper bce) on the recorded frames,
-    without augmentation. A task that fails closed-loop and also fits badly here is limited by the model or
-    its data, not by errors compounding along the policy's own trajectory."""
-    loaded = ckpt.load(checkpoint)
+    """How well a checkpoint reproduces demonstrated actions, per task: the training loss's terms (mse of the
+    normalized continuous dims, gripper bce) on the recorded frames, without augmentation. A task that fails
+    closed-loop and also fits badly here is limited by the model or its data, not by errors compounding
+    along the policy's own trajectory."""
     cfg = TrainConfig(batch_size=batch_size, seed=seed, augment=False, threads=0)
+    trainer = Trainer(ckpt.load(checkpoint).cfg, cfg, data_paths, "", init_from=checkpoint, tasks_file=tasks_file)
+    trainer.model.eval()
     report = {}
-    for path in data_paths:
-        trainer = Trainer(loaded.cfg, cfg, [path], "", init_from=checkpoint, tasks_file=tasks_file)
-        trainer.model.eval()
-        with torch.no_grad():
-            parts = [trainer.loss(trainer._batch())[1] for _ in range(batches)]
-        report[pathlib.Path(path).stem] = {k: round(float(np.mean([p[k] for p in parts])), 5) for k in ("mse", "bce")}
+    with torch.no_grad():
+        for task in trainer.data.tasks:
+            parts = [trainer.loss(trainer._batch(task))[1] for _ in range(batches)]
+            report[task] = {k: round(float(np.mean([p[k] for p in parts])), 5) for k in ("mse", "bce")}
     return report
