@@ -165,6 +165,24 @@ def test_task_balanced_sampling(tmp_path):
     assert abs(share[False] - 10 / 130) < 0.02 and abs(share[True] - 0.5) < 0.03
 
 
+def test_random_shift_moves_each_image_by_at_most_pad_pixels():
+    """The augmentation translates each sample on its own, never further than `pad`, and covers every offset."""
+    import torch
+
+    from hypervla_core.train import random_shift
+
+    x = torch.zeros(400, 1, 16, 16)
+    x[:, 0, 8, 8] = 1.0  # one bright pixel, far enough from the edge that replicate padding cannot copy it
+    out = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    ys, xs = [], []
+    for img in out[:, 0]:
+        (y, xx), = torch.nonzero(img == 1.0).tolist()  # exactly one bright pixel survives
+        ys.append(y - 8)
+        xs.append(xx - 8)
+    assert set(ys) == set(range(-2, 3)) and set(xs) == set(range(-2, 3))
+
+
 def test_unreadable_demo_file_is_named(tmp_path):
     bad = tmp_path / "broken.hdf5"
     bad.write_bytes(b"not hdf5")

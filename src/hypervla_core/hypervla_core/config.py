@@ -83,7 +83,7 @@ class TrainConfig:
     eval_episodes: int = 5  # per task, for those evaluations
     checkpoint_every: int = 1000
     seed: int = 0
-    augment: bool = True  # random shifts of the camera image
+    shift_pixels: int = 4  # random shift of each camera view by up to this many pixels (0 = no augmentation)
     balance_tasks: bool = False  # batches draw every task equally often, however many frames each task has
     threads: int = 2
 

@@ -116,8 +116,8 @@ class Trainer:
         size, views = self.mcfg.image_size, self.mcfg.views
         images = preprocess_images(torch.from_numpy(b["images"]), size, views)
         firsts = preprocess_images(torch.from_numpy(b["first_images"]), size, views)
-        if self.tcfg.augment:  # each view shifted on its own, so no view's edge slides into its neighbour
-            images = join_views(random_shift(split_views(images, views), 4, self.gen), views)
+        if self.tcfg.shift_pixels:  # each view shifted on its own, so no view's edge slides into its neighbour
+            images = join_views(random_shift(split_views(images, views), self.tcfg.shift_pixels, self.gen), views)
         acts = torch.from_numpy(b["actions"])
         cont = (acts[..., :6] - torch.from_numpy(s.action_mean).float()) / torch.from_numpy(s.action_std).float()
         prop = (torch.from_numpy(b["proprio"]) - torch.from_numpy(s.proprio_mean)) / torch.from_numpy(s.proprio_std)
@@ -222,7 +222,7 @@ def fit_report(checkpoint: str, data_paths: list[str], batches: int = 8, batch_s
     normalized continuous dims, gripper bce) on the recorded frames, without augmentation. A task that fails
     closed-loop and also fits badly here is limited by the model or its data, not by errors compounding
     along the policy's own trajectory."""
-    cfg = TrainConfig(batch_size=batch_size, seed=seed, augment=False, threads=0)
+    cfg = TrainConfig(batch_size=batch_size, seed=seed, shift_pixels=0, threads=0)
     trainer = Trainer(ckpt.load(checkpoint).cfg, cfg, data_paths, "", init_from=checkpoint, tasks_file=tasks_file)
     trainer.model.eval()
     report = {}
