@@ -57,6 +57,18 @@ def test_gen_data_is_resumable_and_deterministic(demos, tmp_path):
         assert list(f.attrs["attempted_seeds"]) == seeds
 
 
+def test_gen_data_tops_up_in_rounds_and_stops_at_max_rounds(tmp_path, capsys):
+    """A task still short after a round gets a round of fresh seeds; an expert that cannot succeed (2 steps)
+    stops after max_rounds with the shortfall reported, not an endless loop."""
+    assert cli(["gen-data", "--out", str(tmp_path), "--suite", "reach-v3", "--episodes", "1", "--workers", "1",
+                "--max-steps", "2", "--max-rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 round(s)" in out and "short after 2 rounds" in out
+    with h5py.File(tmp_path / "reach-v3.hdf5") as f:
+        assert "data" not in f or len(f["data"]) == 0
+        assert len(f.attrs["attempted_seeds"]) == 2 * 3  # each round: 30 % more than the one missing, + 2
+
+
 # The tasks file's default camera (two views side by side) for one model type, one view for the other.
 @pytest.mark.parametrize("kind,data", [("hypervla", "demos"), ("monolithic", "one_view_demos")])
 def test_train_resume_finetune_eval(request, tmp_path, kind, data):

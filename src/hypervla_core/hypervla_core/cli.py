@@ -32,7 +32,7 @@ def cmd_gen_data(args) -> int:
     from .gen_data import generate
 
     generate(args.out, args.suite, args.episodes, args.seed, args.workers, args.image_size, args.noise,
-             args.max_steps, args.tasks_file, args.camera)
+             args.max_steps, args.tasks_file, args.camera, args.max_rounds)
     return 0
 
 
@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--noise", type=float, default=0.3, help="std of executed-action noise (Meta-World units)")
     p.add_argument("--max-steps", type=int, default=200)
+    p.add_argument("--max-rounds", type=int, default=20, help="rounds of fresh attempts for tasks still short")
     p.add_argument("--tasks-file", default=None, help="phrasings file (default config/tasks.yaml)")
     p.add_argument("--camera", default=None, help="view to render (default: the tasks file's `camera`)")
     p.set_defaults(func=cmd_gen_data)

@@ -3,7 +3,8 @@
 Each attempt is one episode with random object/goal positions (seeded, so the same seed gives the same
 episode). The executed action gets Gaussian noise while the clean expert action is recorded (DART-style),
 so the data shows how to recover from small mistakes. Only successful episodes are kept. Files are
-appended task by task; a re-run skips the seeds already attempted (resumable).
+appended task by task; a re-run skips the seeds already attempted (resumable), and a task still short
+after a round of attempts gets another one.
 """
 from __future__ import annotations
 
@@ -63,7 +64,11 @@ def _init_worker():
 
 def generate(out_dir: str, suite: str = "mt10", episodes: int = 40, seed: int = 0, workers: int = 2,
              image_size: int = 64, noise: float = 0.3, max_steps: int = 200, tasks_file=None,
-             camera: str | None = None) -> dict:
+             camera: str | None = None, max_rounds: int = 20) -> dict:
+    """Top every task up to `episodes` kept episodes. Each round attempts about 30 % more fresh seeds than
+    are missing (the experts with noisy execution sometimes fail) and a task still short gets another
+    round, up to max_rounds; a round is the same as running the command again, so the data does not depend
+    on how often it was interrupted."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks = suite_tasks(suite, tasks_file)
@@ -73,11 +78,9 @@ def generate(out_dir: str, suite: str = "mt10", episodes: int = 40, seed: int = 
     render = {task: render_settings(task, camera, table) for task in tasks}
     kept: dict[str, int] = {}
     attempted: dict[str, set] = {}
-    jobs = []
-    for ti, task in enumerate(tasks):
+    for task in tasks:
         path = out / f"{task}.hdf5"
-        done = set()
-        n_kept = 0
+        kept[task], attempted[task] = 0, set()
         if path.exists():
             with h5py.File(path, "r") as f:
                 # Files from before settings were recorded were made with the corner camera.
@@ -85,24 +88,40 @@ def generate(out_dir: str, suite: str = "mt10", episodes: int = 40, seed: int = 
                 if "data" in f and made_with != render[task]:
                     raise ValueError(f"{path} holds images rendered with {made_with}; topping it up with "
                                      f"{render[task]} would mix views (use another --out, or --camera)")
-                done = set(int(s) for s in f.attrs.get("attempted_seeds", []))
-                n_kept = len(f["data"].keys()) if "data" in f else 0
-        kept[task], attempted[task] = n_kept, done
-        missing = episodes - n_kept
-        if missing <= 0:
-            continue
-        # Seeds are disjoint per task and far from evaluation seeds (see evaluate.EVAL_SEED_OFFSET); about 30 %
-        # more attempts than episodes still needed, since experts with noisy execution sometimes fail.
-        base = seed * 1_000_000 + ti * 10_000
-        fresh = (base + k for k in range(10_000) if base + k not in done)
-        task_noise = float(phrasings[task].get("expert_noise", noise))  # some experts fail too often with noise
-        jobs += [(task, next(fresh), image_size, task_noise, max_steps, tasks_file, camera)
-                 for _ in range(int(missing * 1.3) + 2)]
+                attempted[task] = set(int(s) for s in f.attrs.get("attempted_seeds", []))
+                kept[task] = len(f["data"].keys()) if "data" in f else 0
     start = time.time()
+    rounds = 0
+    while rounds < max_rounds and any(kept[t] < episodes for t in tasks):
+        rounds += 1
+        jobs = []
+        for ti, task in enumerate(tasks):
+            missing = episodes - kept[task]
+            if missing <= 0:
+                continue
+            # Seeds are disjoint per task and far from evaluation seeds (see evaluate.EVAL_SEED_OFFSET).
+            base = seed * 1_000_000 + ti * 10_000
+            fresh = (base + k for k in range(10_000) if base + k not in attempted[task])
+            task_noise = float(phrasings[task].get("expert_noise", noise))  # some experts fail too often with noise
+            jobs += [(task, next(fresh), image_size, task_noise, max_steps, tasks_file, camera)
+                     for _ in range(int(missing * 1.3) + 2)]
+        _run_jobs(jobs, out, episodes, kept, attempted, render, phrasings, workers, rounds)
+    summary = {"suite": suite, "tasks": kept, "episodes_per_task": episodes, "seed": seed, "camera": camera,
+               "rounds": rounds, "wall_time_s": round(time.time() - start, 1)}
+    short = {t: n for t, n in kept.items() if n < episodes}
+    print(f"kept {sum(kept.values())} episodes over {len(tasks)} tasks in {summary['wall_time_s']} s, {rounds} round(s)")
+    for t, n in kept.items():
+        print(f"  {t:28s} {n:4d}" + (f"  (short after {max_rounds} rounds: run again to top up)" if t in short else ""))
+    return summary
+
+
+def _run_jobs(jobs, out: pathlib.Path, episodes: int, kept: dict, attempted: dict, render: dict, phrasings: dict,
+              workers: int, round_no: int) -> None:
+    """Run attempts in parallel; append the successes (in seed order, so runs are deterministic)."""
     files = {}
     try:
         with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool, \
-                tqdm(total=len(jobs), desc="episodes", unit="ep") as bar:
+                tqdm(total=len(jobs), desc=f"episodes (round {round_no})", unit="ep") as bar:
             for task, s, result in pool.imap(_worker, jobs, chunksize=1):
                 bar.update(1)
                 if kept[task] >= episodes:
@@ -121,10 +140,3 @@ def generate(out_dir: str, suite: str = "mt10", episodes: int = 40, seed: int = 
     finally:
         for f in files.values():
             f.close()
-    summary = {"suite": suite, "tasks": kept, "episodes_per_task": episodes, "seed": seed, "camera": camera,
-               "wall_time_s": round(time.time() - start, 1)}
-    short = {t: n for t, n in kept.items() if n < episodes}
-    print(f"kept {sum(kept.values())} episodes over {len(tasks)} tasks in {summary['wall_time_s']} s")
-    for t, n in kept.items():
-        print(f"  {t:28s} {n:4d}" + ("  (short: run again to top up)" if t in short else ""))
-    return summary
