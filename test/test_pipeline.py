@@ -100,6 +100,8 @@ def test_train_resume_finetune_eval(request, tmp_path, kind, data):
                 "--out", str(ev)]) == 0
     report = json.loads((ev / "eval.json").read_text())
     assert report["per_task"]["reach-v3"]["episodes"] == 1 and 0 <= report["mean_success"] <= 1
+    (steps,), (ok,) = report["per_task"]["reach-v3"]["steps"], report["per_task"]["reach-v3"]["successes"]
+    assert 1 <= steps <= 10 and (ok or steps == 10)  # steps to success, or the whole episode
     assert report["camera"] == camera
     if loaded.cfg.views > 1:  # a view setup the checkpoint cannot take is refused before any episode runs
         with pytest.raises(ValueError, match="camera view"):

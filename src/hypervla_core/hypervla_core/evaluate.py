@@ -108,7 +108,8 @@ def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int =
         n_ok = sum(r["success"] for r in rs)
         lo, hi = wilson(n_ok, len(rs))
         per_task[task] = {"success_rate": n_ok / len(rs), "ci95": [round(lo, 3), round(hi, 3)], "episodes": len(rs),
-                          "successes": [bool(r["success"]) for r in rs]}
+                          "successes": [bool(r["success"]) for r in rs],
+                          "steps": [int(r["steps"]) for r in rs]}  # to success, or max_steps on failure
         frames = next((r["frames"] for r in rs if r["frames"]), None)
         if frames:
             import imageio.v2 as imageio
