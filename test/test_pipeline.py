@@ -271,6 +271,32 @@ def test_goal_marker_and_recolor_come_from_the_tasks_file(tmp_path):
         MetaWorldTask("push-v3", tasks_file=tmp_path / "bad.yaml")
 
 
+def test_grip_effort_comes_from_the_tasks_file(tmp_path):
+    """config/tasks.yaml grip_effort: the force a closed gripper squeezes with in Meta-World (peg-insert's
+    expert uses 0.6); open is always -1. It changes the physics, so gen-data records it with the view."""
+    import yaml
+
+    from hypervla_core.sim import MetaWorldTask, render_settings
+
+    tasks = load_tasks()
+    effort = tasks["tasks"]["peg-insert-side-v3"]["grip_effort"]
+    plain = {k: v for k, v in tasks["tasks"]["peg-insert-side-v3"].items() if k != "grip_effort"}
+    (tmp_path / "tasks.yaml").write_text(yaml.safe_dump({**tasks, "tasks": {**tasks["tasks"],
+                                                                            "peg-insert-side-v3": plain}}))
+    assert render_settings("peg-insert-side-v3", None, tasks)["grip_effort"] == effort < 1.0
+    assert "grip_effort" not in render_settings("peg-insert-side-v3", None, load_tasks(tmp_path / "tasks.yaml"))
+    gentle = MetaWorldTask("peg-insert-side-v3")
+    full = MetaWorldTask("peg-insert-side-v3", tasks_file=tmp_path / "tasks.yaml")
+    close = np.array([0, 0, 0, 0, 0, 0, 1.0], np.float32)
+    for sim, squeeze in ((gentle, effort), (full, 1.0)):
+        sim.reset(3)
+        sim.step(close)
+        np.testing.assert_allclose(sim.env.data.ctrl[-2:], [squeeze, -squeeze])
+        sim.step(np.zeros(7, np.float32))  # open
+        np.testing.assert_allclose(sim.env.data.ctrl[-2:], [-1.0, 1.0])
+        sim.close()
+
+
 def test_camera_views_come_from_the_tasks_file(demos, capsys):
     """config/tasks.yaml `camera`/`cameras`: "a+b" tiles views left to right, the default is recorded in
     gen-data's files, and a file is never topped up with another view's images."""

@@ -52,10 +52,11 @@ def task_for_instruction(instruction: str, path=None) -> str | None:
     return best if best_score >= 0.5 else None
 
 
-def to_metaworld(action7: np.ndarray) -> np.ndarray:
+def to_metaworld(action7: np.ndarray, grip_effort: float = 1.0) -> np.ndarray:
+    """7-D end-effector action -> Meta-World's 4-D one; "closed" squeezes with grip_effort (full force is 1)."""
     a = np.asarray(action7, np.float64)
     xyz = np.clip(a[:3] / METRES_PER_UNIT, -1.0, 1.0)
-    return np.concatenate([xyz, [1.0 if a[6] >= 0.5 else -1.0]])
+    return np.concatenate([xyz, [grip_effort if a[6] >= 0.5 else -1.0]])
 
 
 def from_metaworld(action4: np.ndarray) -> np.ndarray:
@@ -69,10 +70,10 @@ def camera_name(name: str | None, table: dict) -> str:
 
 
 def render_settings(task: str, camera: str | None, table: dict) -> dict:
-    """Everything that decides what a task's frames look like: images made with different settings must not
-    be mixed in one dataset."""
+    """Everything that decides what a task's episodes look like (its frames, and the grip that moves the
+    objects): episodes made with different settings must not be mixed in one dataset."""
     options = table.get("tasks", {}).get(task, {})
-    shown = {k: options[k] for k in ("goal_marker_m", "recolor") if k in options}
+    shown = {k: options[k] for k in ("goal_marker_m", "recolor", "grip_effort") if k in options}
     return {"camera": camera_name(camera, table), **shown}
 
 
@@ -148,6 +149,7 @@ class MetaWorldTask:
             model.geom_matid[geom] = -1
             model.geom_rgba[geom] = rgba
         self.camera, self._views = shown["camera"], resolve_views(shown["camera"], table, model)
+        self.grip_effort = float(shown.get("grip_effort", 1.0))
         self.renderer = mujoco.Renderer(self.env.model, image_size, image_size)
         self.expert = metaworld.policies.ENV_POLICY_MAP[task]()
         self.steps = 0
@@ -178,7 +180,7 @@ class MetaWorldTask:
         return self._observe(state)
 
     def step(self, action7: np.ndarray) -> tuple[Observation, bool, float]:
-        state, reward, _, _, info = self.env.step(to_metaworld(action7).astype(np.float32))
+        state, reward, _, _, info = self.env.step(to_metaworld(action7, self.grip_effort).astype(np.float32))
         self.steps += 1
         return self._observe(state), bool(info.get("success", 0.0) > 0.5), float(reward)
 
