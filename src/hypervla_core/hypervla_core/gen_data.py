@@ -86,8 +86,11 @@ def generate(out_dir: str, suite: str = "mt10", episodes: int = 40, seed: int = 
                 # Files from before settings were recorded were made with the corner camera.
                 made_with = json.loads(f.attrs.get("render", '{"camera": "corner"}'))
                 if "data" in f and made_with != render[task]:
-                    raise ValueError(f"{path} holds images rendered with {made_with}; topping it up with "
-                                     f"{render[task]} would mix views (use another --out, or --camera)")
+                    differ = sorted(k for k in made_with.keys() | render[task].keys()
+                                    if made_with.get(k) != render[task].get(k))
+                    raise ValueError(f"{path} was made with {made_with}; topping it up with {render[task]} "
+                                     f"would mix episodes that differ in {', '.join(differ)} "
+                                     "(use another --out, or --camera)")
                 attempted[task] = set(int(s) for s in f.attrs.get("attempted_seeds", []))
                 kept[task] = len(f["data"].keys()) if "data" in f else 0
     start = time.time()
