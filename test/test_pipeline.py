@@ -197,6 +197,36 @@ def test_random_shift_moves_each_image_by_at_most_pad_pixels():
     assert set(ys) == set(range(-2, 3)) and set(xs) == set(range(-2, 3))
 
 
+def test_instruction_mix_blends_toward_another_sample_but_stays_nearer_its_own(demos, tmp_path):
+    """instruction_mix: each sample's instruction tokens move toward another sample's by at most the given
+    share, so they stay nearer their own instruction than any other; the padding mask covers both."""
+    import torch
+
+    from hypervla_core.config import ModelConfig, TrainConfig
+    from hypervla_core.train import Trainer
+
+    cfg = ModelConfig(hn_layers=1, base_layers=1)
+    batches = {}
+    for mix in (0.0, 0.5):  # same seed: the same samples, once plain and once mixed
+        trainer = Trainer(cfg, TrainConfig(batch_size=64, instruction_mix=mix, threads=1), [str(demos)], str(tmp_path))
+        batches[mix] = trainer._batch()
+    cache = trainer.lang_cache
+    names = sorted(cache)
+    assert len(names) == 3  # reach's three training phrasings
+    nearest = {}
+    for mix, b in batches.items():
+        dist = torch.stack([(b["tokens"] - cache[n][0]).flatten(1).norm(dim=1) for n in names], 1)
+        nearest[mix] = dist.argmin(1)
+        if not mix:
+            assert (dist.min(1).values == 0).all()  # unmixed: exactly the sample's own instruction
+    assert torch.equal(nearest[0.5], nearest[0.0])
+    own = torch.stack([cache[names[i]][0] for i in nearest[0.0].tolist()])
+    own_mask = torch.stack([cache[names[i]][1] for i in nearest[0.0].tolist()])
+    assert (batches[0.5]["lang_mask"] >= own_mask).all()
+    moved = (batches[0.5]["tokens"] - own).flatten(1).norm(dim=1) > 1e-4
+    assert 0.4 < moved.float().mean() < 0.95  # a third of partners say the same thing
+
+
 def test_unreadable_demo_file_is_named(tmp_path):
     bad = tmp_path / "broken.hdf5"
     bad.write_bytes(b"not hdf5")

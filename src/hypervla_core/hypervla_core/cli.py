@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", default="mt10")
     p.add_argument("--episodes", type=int, default=50, help="episodes per task")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--phrasings", default="train", help="'train' or 'heldout' (never seen in training)")
+    p.add_argument("--phrasings", default="train",
+                   help="which phrasings of the tasks file: 'train', 'heldout' (never seen in training) or another key")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--tasks-file", default=None, help="phrasings file (default config/tasks.yaml)")

@@ -85,6 +85,9 @@ class TrainConfig:
     seed: int = 0
     shift_pixels: int = 4  # random shift of each camera view by up to this many pixels (0 = no augmentation)
     balance_tasks: bool = False  # batches draw every task equally often, however many frames each task has
+    # Blend each sample's instruction tokens with another sample's by a weight drawn from [0, this]; the
+    # action label stays the sample's own, so where the words are ambiguous the first frame must decide.
+    instruction_mix: float = 0.0
     threads: int = 2
 
     @classmethod

@@ -123,6 +123,10 @@ class Trainer:
         prop = (torch.from_numpy(b["proprio"]) - torch.from_numpy(s.proprio_mean)) / torch.from_numpy(s.proprio_std)
         tokens = torch.stack([self.lang_cache[t][0] for t in b["instructions"]])
         mask = torch.stack([self.lang_cache[t][1] for t in b["instructions"]])
+        if self.tcfg.instruction_mix:
+            other = torch.randperm(len(tokens), generator=self.gen)
+            w = self.tcfg.instruction_mix * torch.rand(len(tokens), 1, 1, generator=self.gen)
+            tokens, mask = (1 - w) * tokens + w * tokens[other], mask | mask[other]
         return {"images": images, "firsts": firsts, "proprio": prop.float(), "cont": cont.float(),
                 "grip": (acts[..., 6] > 0).float(), "mask": torch.from_numpy(b["mask"]).float(),
                 "tokens": tokens, "lang_mask": mask}
