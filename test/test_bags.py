@@ -198,6 +198,9 @@ def test_bag_from_the_simulated_demo_then_live_scoring(ros, tmp_path, tiny_check
         spinner = Spinner(probe)
         try:
             assert wait_until(lambda: probe.count_subscribers("/hypervla/action") >= 2, 60)  # sim + record
+            # Controller, sim and recorder: the recorder subscribes only once it sees this publisher, and an
+            # instruction it hears late lands in the bag after the episode's first actions.
+            assert wait_until(lambda: probe.instruction.get_subscription_count() >= 3, 30)
             probe.say("close the drawer")
             assert wait_until(lambda: any(e["event"] in ("success", "timeout") for e in events), 120), events
             time.sleep(0.5)
