@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,32 +26,66 @@ class CheckpointError(RuntimeError):
     """A checkpoint folder that is missing, corrupt, or does not match the code loading it."""
 
 
+NUMERIC_STATS = ("action_mean", "action_std", "proprio_mean", "proprio_std")
+
+
 @dataclass
 class Stats:
-    """Dataset statistics stored with the checkpoint: continuous action dims and proprio."""
+    """Dataset statistics stored with the checkpoint: continuous action dims and proprio.
+
+    `active_dims` says which continuous action dims the training data moved; the runtime commands exactly 0
+    on the others (Meta-World's data never rotates, so a Meta-World model must never command rotation)."""
 
     action_mean: np.ndarray
     action_std: np.ndarray
     proprio_mean: np.ndarray
     proprio_std: np.ndarray
+    active_dims: np.ndarray | None = None  # bool per continuous action dim; None: infer (older checkpoints)
+
+    def active(self) -> np.ndarray:
+        if self.active_dims is not None:
+            return np.asarray(self.active_dims, bool)
+        # Older checkpoints: a dim the data never moved got the placeholder mean 0, std 1 (std floored).
+        return ~((self.action_std == 1.0) & (self.action_mean == 0.0))
 
     def to_dict(self) -> dict:
-        return {k: np.asarray(v, np.float32).tolist() for k, v in self.__dict__.items()}
+        d = {k: np.asarray(getattr(self, k), np.float32).tolist() for k in NUMERIC_STATS}
+        d["active_dims"] = [bool(v) for v in self.active()]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Stats":
-        s = cls(**{k: np.asarray(d[k], np.float32) for k in ("action_mean", "action_std", "proprio_mean", "proprio_std")})
-        for name, arr in s.__dict__.items():
-            if not np.isfinite(arr).all():
+        s = cls(**{k: np.asarray(d[k], np.float32) for k in NUMERIC_STATS})
+        for name in NUMERIC_STATS:
+            if not np.isfinite(getattr(s, name)).all():
                 raise CheckpointError(f"stats.json: {name} holds NaN or inf")
         if (s.action_std <= 0).any() or (s.proprio_std <= 0).any():
             raise CheckpointError("stats.json: std must be > 0")
+        if "active_dims" in d:
+            active = d["active_dims"]
+            if not isinstance(active, list) or len(active) != len(s.action_std) or \
+                    not all(isinstance(v, bool) for v in active):
+                raise CheckpointError(f"stats.json: active_dims must be {len(s.action_std)} true/false values")
+            s.active_dims = np.array(active, bool)
+        else:
+            warnings.warn("stats.json has no active_dims record (older checkpoint): action dims with mean 0 and "
+                          f"std 1 are taken as never moved by the data and commanded as 0 ({_names(s.active())})",
+                          stacklevel=2)
         return s
 
     @classmethod
     def identity(cls, cfg: ModelConfig) -> "Stats":
         n = cfg.action_dim - 1
-        return cls(np.zeros(n), np.ones(n), np.zeros(cfg.proprio_dim), np.ones(cfg.proprio_dim))
+        return cls(np.zeros(n), np.ones(n), np.zeros(cfg.proprio_dim), np.ones(cfg.proprio_dim), np.ones(n, bool))
+
+
+ACTION_DIM_NAMES = ("x", "y", "z", "roll", "pitch", "yaw")
+
+
+def _names(active: np.ndarray) -> str:
+    names = ACTION_DIM_NAMES if len(active) == len(ACTION_DIM_NAMES) else [str(i) for i in range(len(active))]
+    off = [n for n, a in zip(names, active) if not a]
+    return "inactive: " + (", ".join(off) if off else "none")
 
 
 def model_id(folder: pathlib.Path) -> str:

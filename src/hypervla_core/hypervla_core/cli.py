@@ -15,7 +15,8 @@ def cmd_info(args) -> int:
     model = VLA(loaded.cfg, loaded.lang_dim)
     ckpt.load_state_strict(model, loaded.state, f"checkpoint {args.checkpoint}")
     counts = model.parameter_counts()
-    info = {"model_id": loaded.model_id, "model_type": loaded.cfg.model_type, **counts}
+    active = dict(zip(ckpt.ACTION_DIM_NAMES, (bool(a) for a in loaded.stats.active())))
+    info = {"model_id": loaded.model_id, "model_type": loaded.cfg.model_type, **counts, "active_action_dims": active}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -24,6 +25,9 @@ def cmd_info(args) -> int:
     print(f"model type      {loaded.cfg.model_type}")
     for key, value in counts.items():
         print(f"{key.replace('_', ' '):28s} {value:>12,d}")
+    off = [k for k, a in active.items() if not a]
+    print(f"action dims     moved by the data: {', '.join(k for k, a in active.items() if a) or 'none'}; "
+          f"commanded as 0: {', '.join(off) or 'none'}")
     print("(the frozen language encoder is not counted: it runs once per instruction, on the generator)")
     return 0
 

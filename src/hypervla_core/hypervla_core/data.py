@@ -157,8 +157,10 @@ class DemoDataset:
         def floor(std):
             return np.where(std < 1e-6, 1.0, std)
 
+        # A dim whose values are all equal (or nearly) was never taught: the runtime commands 0 on it.
+        active = (a.max(0) > a.min(0)) & (a.std(0) >= 1e-6)
         return {"action_mean": a.mean(0), "action_std": floor(a.std(0)),
-                "proprio_mean": p.mean(0), "proprio_std": floor(p.std(0))}
+                "proprio_mean": p.mean(0), "proprio_std": floor(p.std(0)), "active_dims": active}
 
     def _balanced_frames(self, rng: np.random.Generator, batch_size: int, task: str | None = None) -> np.ndarray:
         """Flat frame indices: a task uniformly (or the given one), then a frame uniformly among its frames."""

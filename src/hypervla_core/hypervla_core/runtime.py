@@ -75,6 +75,7 @@ class Runtime:
         self.model = model.eval()
         self.model_id = model_id
         self.stats = stats
+        self.active_dims = stats.active()  # continuous action dims the data moved; the rest are commanded as 0
         self.architecture = architecture_of(model)
         self._onnx = None  # OnnxActor when the step runs on ONNX Runtime
 

@@ -156,7 +156,8 @@ class TaskPolicy:
         if self.runtime is None:
             raise RuntimeError("TaskPolicy is not bound to a Runtime: call bind(runtime) first")
         chunk, grip = self.runtime.act(self._task, image, proprio)
-        cont = chunk[0] * self.action_std + self.action_mean
+        # Dims the training data never moved are commanded as exactly 0 (the runtime's checkpoint says which).
+        cont = np.where(self.runtime.active_dims, chunk[0] * self.action_std + self.action_mean, 0.0)
         prob = 1.0 / (1.0 + np.exp(-grip[0]))
         return np.concatenate([cont, prob[:, None]], axis=1).astype(np.float32)
 

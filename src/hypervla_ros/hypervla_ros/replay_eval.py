@@ -38,8 +38,9 @@ def _action_vector(msg, msgtype: str, twist_period_s: float) -> np.ndarray:
 
 
 class Episode:
-    def __init__(self, instruction: str):
+    def __init__(self, instruction: str, scored_dims: list[str] = DIMS[:6]):
         self.instruction = instruction
+        self.scored_dims = scored_dims  # continuous dims the checkpoint commands (the others are always 0)
         self.policy = None
         self.preds: dict[int, np.ndarray] = {}  # frame stamp -> prediction
         self.last_stamp = None
@@ -53,13 +54,14 @@ class Episode:
             return {"instruction": self.instruction, "frames": self.frames, "pairs": 0}
         pred = np.stack([p for p, _ in self.pairs])
         rec = np.stack([r for _, r in self.pairs])
-        err = pred[:, :6] - rec[:, :6]
+        cols = [DIMS.index(d) for d in self.scored_dims]
+        err = pred[:, cols] - rec[:, cols]
         grip_known = ~np.isnan(rec[:, 6])
         out = {
             "instruction": self.instruction, "frames": self.frames, "pairs": len(self.pairs),
             "bad_frames": self.bad_frames,
-            "mse": dict(zip(DIMS[:6], (err ** 2).mean(0).round(8).tolist())),
-            "mae": dict(zip(DIMS[:6], np.abs(err).mean(0).round(8).tolist())),
+            "mse": dict(zip(self.scored_dims, (err ** 2).mean(0).round(8).tolist())),
+            "mae": dict(zip(self.scored_dims, np.abs(err).mean(0).round(8).tolist())),
             "gripper_agreement": float(((pred[grip_known, 6] >= 0.5) == (rec[grip_known, 6] >= 0.5)).mean())
             if grip_known.any() else None,
             "policy_step_ms": {"p50": float(np.percentile(self.step_ms, 50)), "p99": float(np.percentile(self.step_ms, 99))},
@@ -77,6 +79,8 @@ def evaluate_bag(bag: str, checkpoint: str, out_dir: str, camera_topic="/camera/
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     generator, runtime = Generator.load(checkpoint), Runtime.load(checkpoint, backend=backend)
+    # Dims the training data never moved are always commanded as 0: scoring them would only score the bag.
+    scored_dims = [d for d, a in zip(DIMS, runtime.active_dims) if a]
     reader = open_reader(bag)
     start = time.perf_counter()
     try:
@@ -98,7 +102,7 @@ def evaluate_bag(bag: str, checkpoint: str, out_dir: str, camera_topic="/camera/
             except Exception as exc:
                 raise BagError(f"bag {bag}: message on {conn.topic} cannot be decoded ({exc})") from exc
             if conn.topic == instruction_topic:
-                ep = Episode(msg.data)
+                ep = Episode(msg.data, scored_dims)
                 episodes.append(ep)
             elif conn.topic == proprio_topic:
                 proprio = np.asarray(msg.position, np.float32)
@@ -137,13 +141,15 @@ def evaluate_bag(bag: str, checkpoint: str, out_dir: str, camera_topic="/camera/
     scored = [e for e in episodes if e.pairs]
     if not scored:
         raise BagError(f"bag {bag}: no recorded action could be paired with a frame (is {action_topic} stamped?)")
-    overall = Episode("(all)")
+    overall = Episode("(all)", scored_dims)
     for e in scored:
         overall.pairs += e.pairs
         overall.step_ms += e.step_ms
         overall.frames += e.frames
         overall.bad_frames += e.bad_frames
     report = {"bag": str(bag), "checkpoint": str(checkpoint), "model_id": runtime.model_id,
+              "scored_dims": scored_dims + ["gripper"],
+              "unscored_dims": [d for d in DIMS[:6] if d not in scored_dims],
               "episodes": per_episode, "overall": overall.metrics(), "frames": frames_total,
               "frames_per_s": round(frames_total / wall, 1), "wall_time_s": round(wall, 3)}
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -217,13 +223,16 @@ def _plot(ep: Episode, path: pathlib.Path) -> None:
 def _markdown(report: dict, images: list[str]) -> str:
     lines = [f"# replay_eval: {report['bag']}", "", f"checkpoint `{report['checkpoint']}` (model {report['model_id']}), "
              f"{report['frames']} frames at {report['frames_per_s']} frames/s", "",
+             f"Scored dims: {', '.join(report['scored_dims'])}"
+             + (f"; not scored (the training data never moved them, the policy commands 0): "
+                f"{', '.join(report['unscored_dims'])}" if report["unscored_dims"] else ""), "",
              "| episode | instruction | pairs | MSE xyz | MAE xyz | gripper agreement | step p50 ms |",
              "|---|---|---|---|---|---|---|"]
     for i, e in enumerate(report["episodes"] + [report["overall"]]):
         if not e.get("pairs"):
             continue
-        mse = sum(e["mse"][d] for d in "xyz")
-        mae = sum(e["mae"][d] for d in "xyz") / 3
+        mse = sum(e["mse"].get(d, 0.0) for d in "xyz")
+        mae = sum(e["mae"].get(d, 0.0) for d in "xyz") / 3
         grip = "n/a" if e["gripper_agreement"] is None else f"{e['gripper_agreement']:.2f}"
         name = "all" if i == len(report["episodes"]) else str(i)
         lines.append(f"| {name} | {e['instruction'][:50]} | {e['pairs']} | {mse:.3e} | {mae:.3e} | {grip} | "
