@@ -213,6 +213,32 @@ def ros_bench(hyper_ckpt, tmp: pathlib.Path, seconds: float) -> dict:
         got = [table[s] for s in sent if s in table]
         return stats(got) if got else {"p50": None, "p99": None, "n": 0}, len(sent) - len(got)
 
+    def estop_under_bombs(bench, probe, rgb, trials=10 if seconds < 5 else 30):
+        """e-stop published -> ESTOP status, while 10000x10000 PNG bombs (0.3 MB each) stream at 20 Hz."""
+        import cv2
+        from sensor_msgs.msg import CompressedImage
+        from std_msgs.msg import Bool
+
+        from hypervla_msgs.msg import ControllerStatus as S
+
+        _, buf = cv2.imencode(".png", np.zeros((10000, 10000, 3), np.uint8))
+        bomb = CompressedImage(format="png", data=buf.tobytes())
+        pub = bench.create_publisher(CompressedImage, "/camera/image_raw/compressed", 10)
+        reaction = []
+        for _ in range(trials):
+            wait_until(lambda: (bench.frame(rgb, bench.cam) and False) or probe.latest_status().state == S.RUNNING,
+                       10, period=0.033)
+            for _ in range(4):
+                pub.publish(bomb)
+                time.sleep(0.05)
+            t0 = time.monotonic()
+            probe.estop.publish(Bool(data=True))
+            if wait_until(lambda: probe.latest_status().state == S.ESTOP, 5, period=0.001):
+                reaction.append((time.monotonic() - t0) * 1000)
+            probe.estop.publish(Bool(data=False))
+            wait_until(lambda: probe.call_reset().success, 5)
+        return stats(reaction)
+
     echo = subprocess.Popen([sys.executable, str(ROOT / "bench" / "echo_node.py")])
     try:
         for rate, before in ((50.0, False), (100.0, False), (50.0, True)):
@@ -260,6 +286,7 @@ def ros_bench(hyper_ckpt, tmp: pathlib.Path, seconds: float) -> dict:
                         new = [call(f"reach the goal position #{i}") for i in range(20)]
                         cached = [call("reach the goal position #0") for _ in range(20)]
                         res["generation_service_ms"] = {"new": stats(new), "cached": stats(cached)}
+                        res["estop_reaction_ms_under_png_bombs"] = estop_under_bombs(bench, probe, rgb["128x128"])
                     # loop rate and deadline misses under load (a 30 Hz camera)
                     st0 = probe.latest_status()
                     t0 = time.monotonic()
@@ -344,6 +371,9 @@ def render(results: dict, path: pathlib.Path) -> None:
             "action, without conversion or model).", "",
             f"Policy switch (instruction published -> first action of the new policy): p50 {r['policy_switch_ms']['p50']} ms, "
             f"p99 {r['policy_switch_ms']['p99']} ms.", "",
+            "E-stop reaction (e-stop published -> ESTOP status) while 10000x10000 PNG bombs stream on the compressed "
+            f"camera topic: p50 {r['estop_reaction_ms_under_png_bombs']['p50']} ms, "
+            f"p99 {r['estop_reaction_ms_under_png_bombs']['p99']} ms (bombs are refused from their header).", "",
             "| control rate | achieved Hz | deadline-miss rate |", "|---|---|---|",
             *[f"| {k} Hz | {v['achieved_hz']} | {v['deadline_miss_rate']} |" for k, v in r["loop"].items()], "",
             f"RSS: controller {r['rss_mb']['controller']} MB, generator {r['rss_mb']['generator']} MB.", "",

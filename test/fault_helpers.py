@@ -3,7 +3,7 @@ import time
 
 from hypervla_msgs.msg import ControllerStatus as S
 
-UP = 60.0
+UP = 120.0  # start-up (model load, ONNX export) on a busy machine can take a minute
 
 
 def running(probe, old=""):

@@ -62,7 +62,7 @@ def test_corrupt_compressed_image(shared):
     pub = probe.create_publisher(CompressedImage, "/camera/image_raw/compressed", 10)
     probe.camera_on(False)
     assert wait_until(lambda: pub.publish(CompressedImage(format="jpeg", data=b"\xff\xd8\xff\x00broken")) or
-                      "could not be decoded" in (diag_value(probe, "last_bad_input") or ""), 10, period=0.1)
+                      "header cannot be read" in (diag_value(probe, "last_bad_input") or ""), 10, period=0.1)
     assert stack.alive("controller")
     probe.camera_on()
     assert wait_until(lambda: running(probe), 10)

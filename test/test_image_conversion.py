@@ -70,8 +70,14 @@ def test_bad_images_are_rejected_with_a_reason(mutate, match):
 
 
 def test_bad_compressed_images_are_rejected():
-    with pytest.raises(ImageError, match="could not be decoded"):
+    with pytest.raises(ImageError, match="header cannot be read"):
         compressed_to_rgb(CompressedImage(format="jpeg", data=b"\xff\xd8garbage"))
+    import cv2
+
+    ok, png = cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(ImageError, match="could not be decoded"):  # a valid header, then garbage
+        data = png.tobytes()
+        compressed_to_rgb(CompressedImage(format="png", data=data[:data.index(b"IDAT") + 6] + b"\0" * 20))
     with pytest.raises(ImageError, match="no data"):
         compressed_to_rgb(CompressedImage(format="png", data=b""))
     with pytest.raises(ImageError, match="unsupported compressed format"):
@@ -102,3 +108,20 @@ def test_property_arbitrary_headers_never_crash(h, w, step, n, encoding):
     except ImageError:
         return
     assert out.shape == (h, w, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("ext,fmt", [(".png", "png"), (".jpg", "jpeg")])
+def test_compressed_bombs_are_refused_from_the_header_without_decoding(ext, fmt, monkeypatch):
+    import cv2
+
+    from hypervla_ros import image_conversion
+
+    ok, buf = cv2.imencode(ext, np.zeros((5000, 5000, 3), np.uint8))
+    decoded = []
+    monkeypatch.setattr(image_conversion.cv2, "imdecode", lambda *a: decoded.append(1))
+    with pytest.raises(ImageError, match=r"5000x5000 exceeds .*\(not decoded\)"):
+        compressed_to_rgb(CompressedImage(format=fmt, data=buf.tobytes()))
+    assert decoded == []  # refused before any pixel was decoded
+    ok, gif = cv2.imencode(".bmp", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ImageError, match="not PNG or JPEG"):
+        compressed_to_rgb(CompressedImage(format="png", data=gif.tobytes()))

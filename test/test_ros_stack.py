@@ -151,7 +151,7 @@ def test_profile_env_writes_a_profile_per_node(ros, tmp_path, tiny_checkpoints):
         finally:
             spinner.close()
     functions = {name for (_, _, name) in pstats.Stats(str(tmp_path / "prof" / "policy_controller.prof")).stats}
-    assert {"on_image", "_act", "on_policy"} <= functions
+    assert {"on_image", "step_with_chunk", "on_policy"} <= functions
     assert "on_request" in {name for (_, _, name) in pstats.Stats(str(tmp_path / "prof" / "policy_generator.prof")).stats}
 
 

@@ -4,8 +4,12 @@ Every rejection raises ImageError with a message fit for a diagnostic; nothing h
 """
 from __future__ import annotations
 
+import io
+import warnings
+
 import cv2
 import numpy as np
+import PIL.Image
 from sensor_msgs.msg import CompressedImage, Image
 
 # encoding -> (channels, channel order to take as RGB)
@@ -56,12 +60,31 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     buf = np.frombuffer(msg.data, dtype=np.uint8)
     if buf.size == 0:
         raise ImageError("compressed image holds no data")
+    width, height = compressed_size(buf.tobytes())
+    if width * height > MAX_PIXELS:  # before decoding: a small file may hold a huge image (decompression bomb)
+        raise ImageError(f"compressed image of {width}x{height} exceeds the {MAX_PIXELS}-pixel limit (not decoded)")
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ImageError(f"compressed image ({msg.format}, {buf.size} bytes) could not be decoded")
     if bgr.shape[0] * bgr.shape[1] > MAX_PIXELS:
         raise ImageError(f"decoded image of {bgr.shape[1]}x{bgr.shape[0]} exceeds the pixel limit")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def compressed_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG or JPEG header, without decoding the pixels (Pillow reads headers lazily)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # we refuse those ourselves
+            with PIL.Image.open(io.BytesIO(data)) as img:
+                fmt, size = img.format, img.size
+    except PIL.Image.DecompressionBombError as exc:
+        raise ImageError(f"compressed image exceeds the {MAX_PIXELS}-pixel limit (not decoded): {exc}") from exc
+    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"compressed image header cannot be read ({exc})") from exc
+    if fmt not in ("PNG", "JPEG"):
+        raise ImageError(f"compressed image is {fmt}, not PNG or JPEG")
+    return size
 
 
 def rgb_to_image(rgb: np.ndarray, stamp=None, frame_id: str = "camera") -> Image:

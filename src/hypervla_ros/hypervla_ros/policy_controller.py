@@ -7,12 +7,16 @@ latched e-stop, fault state with its reason. It publishes nothing on the action 
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TwistStamped
 from hypervla_core.runtime import Runtime, check_instruction
-from hypervla_core.safety import SafetyFilter, SafetyLimits
+from hypervla_core import control
+from hypervla_core.control import STATE_NAMES, ControlConfig, Controller
+from hypervla_core.safety import SafetyLimits
 from rclpy.node import Node
 from rclpy.qos import (
     qos_profile_sensor_data,
@@ -30,8 +34,8 @@ from .node_runtime import diagnostics, run
 from .policy_msgs import from_msg
 
 S = ControllerStatus
-STATE_NAMES = {S.IDLE: "IDLE", S.WAITING_POLICY: "WAITING_POLICY", S.RUNNING: "RUNNING", S.STALE: "STALE",
-               S.ESTOP: "ESTOP", S.FAULT: "FAULT"}
+assert (S.IDLE, S.WAITING_POLICY, S.RUNNING, S.STALE, S.ESTOP, S.FAULT) == (
+    control.IDLE, control.WAITING_POLICY, control.RUNNING, control.STALE, control.ESTOP, control.FAULT)
 
 SCHEMA = {
     "checkpoint": ("checkpoint folder; only its runtime part (vision encoder, base policy) is loaded", None),
@@ -41,7 +45,12 @@ SCHEMA = {
     "instruction_topic": ("std_msgs/String task instruction (reliable, transient local)", None),
     "proprio_topic": ("sensor_msgs/JointState proprio input, positions used in order ('' = off)", None),
     "require_proprio": ("hold still while proprio is missing or stale", None),
-    "estop_topic": ("std_msgs/Bool e-stop; true latches until ~/reset_estop", None),
+    "estop_topic": ("std_msgs/Bool e-stop, tracked per publisher; true latches until ~/reset_estop", None),
+    "estop_timeout_s": ("hold still when no e-stop state was heard for this long (0 = not periodic)", (0.0, 60.0)),
+    "start_latched": ("start with the e-stop latched: only ~/reset_estop releases it", None),
+    "stall_periods": ("a loop gap longer than this many periods holds until inputs are heard afresh", (1.0, 1000.0)),
+    "trust_arrival_time": ("use the arrival time for frames stamped 0 (else they are refused)", None),
+    "allow_no_first_frame": ("after first_frame_wait_s, ask for a policy without the first frame", None),
     "heartbeat_topic": ("std_msgs/Empty dead-man heartbeat", None),
     "heartbeat_timeout_s": ("hold still when no heartbeat for this long (0 = no heartbeat needed)", (0.0, 60.0)),
     "action_topic": ("hypervla_msgs/EndEffectorAction output", None),
@@ -55,7 +64,7 @@ SCHEMA = {
     "act_on_frame": ("compute the action as soon as a frame arrives (else on the next timer tick)", None),
     "max_image_age_s": ("no motion from a camera frame older than this", (0.001, 10.0)),
     "send_first_frame": ("send the first frame after the instruction with the generation request", None),
-    "first_frame_wait_s": ("wait this long for a frame newer than the instruction before asking", (0.0, 10.0)),
+    "first_frame_wait_s": ("with allow_no_first_frame: wait this long for the first frame", (0.0, 10.0)),
     "max_translation": ("per-axis translation clamp, metres per step", (0.0, 1.0)),
     "max_rotation": ("per-axis rotation clamp, radians per step", (0.0, 3.2)),
     "max_step_change": ("largest change of a continuous dim between steps", (0.0, 1.0)),
@@ -67,6 +76,8 @@ SCHEMA = {
 
 
 class PolicyControllerNode(Node):
+    """Thin: messages in -> hypervla_core.control.Controller calls -> messages out. Owns timing and QoS."""
+
     def __init__(self):
         super().__init__("policy_controller")
         p = self.p = declare(self, SCHEMA, node_defaults("policy_controller"))
@@ -75,31 +86,31 @@ class PolicyControllerNode(Node):
 
             torch.set_num_threads(p["torch_threads"])
         self.runtime = Runtime.load(resolve_path(p["checkpoint"]), backend=p["backend"])
-        self.safety = SafetyFilter(SafetyLimits(p["max_translation"], p["max_rotation"], p["max_step_change"]))
-        self.period_ns = int(1e9 / p["control_rate_hz"])
-
-        self.policy = None  # bound TaskPolicy, swapped whole when a new one arrives
-        self.instruction = ""  # latest requested instruction
-        self.instruction_seq = 0  # every instruction message starts a new episode, even a repeated text
-        self.policy_seq = 0  # the instruction_seq the active policy answers
-        self.pending = None  # (seq, future, sent_ns) while a request is in flight
-        self.next_try_ns = 0
-        self.fault = ""
-        self.frame = None  # (rgb, stamp_ns, seq, received_ns)
-        self.instruction_ns = 0
-        self.frame_seq = self.used_seq = 0
-        self.proprio = None  # (array, recv_ns)
-        self.estop_input = self.estop_latched = False
-        self.last_heartbeat_ns = None
-        self.was_running = False
+        mcfg = self.runtime.model.cfg
+        self.core = Controller(ControlConfig(
+            control_rate_hz=p["control_rate_hz"], max_image_age_s=p["max_image_age_s"],
+            require_proprio=p["require_proprio"], heartbeat_timeout_s=p["heartbeat_timeout_s"],
+            estop_timeout_s=p["estop_timeout_s"], stall_periods=p["stall_periods"], start_latched=p["start_latched"],
+            trust_arrival_time=p["trust_arrival_time"], switch_grace_s=p["switch_grace_s"],
+            generator_timeout_s=p["generator_timeout_s"], generator_retry_s=p["generator_retry_s"],
+            send_first_frame=p["send_first_frame"],
+            # A hypernetwork trained on first frames makes a worse policy without one: never ask without it.
+            first_frame_required=(mcfg.model_type == "hypervla" and mcfg.use_first_frame
+                                  and not p["allow_no_first_frame"]),
+            first_frame_wait_s=p["first_frame_wait_s"],
+            limits=SafetyLimits(p["max_translation"], p["max_rotation"], p["max_step_change"])), self.now_ns)
+        self.period_ns = self.core.cfg.period_ns
+        self.future = None  # (seq, future) of the request in flight
         self.last_tick_ns = None
         self.deadline_misses = self.bad_inputs = self.actions_sent = 0
         self.last_bad_input = ""
         self.tick_dt = Window(500)
         self.latency = Window(500)
-        self.state, self.reason = S.IDLE, "no instruction"  # as of the last tick
+        self.state, self.reason = S.IDLE, "no instruction"  # as last published
         self.status_period_ns = int(1e9 / p["status_rate_hz"])
         self.last_status_ns = 0
+        if self.core.estop_latched:
+            self.get_logger().warning("started with the e-stop latched (start_latched): call ~/reset_estop to move")
 
         self.client = self.create_client(GeneratePolicy, p["generator_service"])
         if p["camera_topic"]:
@@ -127,29 +138,30 @@ class PolicyControllerNode(Node):
     def now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
-    def _store_frame(self, rgb: np.ndarray, header) -> None:
-        now = self.now_ns()
-        self.frame_seq += 1
-        self.frame = (rgb, stamp_ns(header.stamp) or now, self.frame_seq, now)
-        if self.p["act_on_frame"]:  # lowest latency: act now; the timer still runs watchdog and status
-            self._step(now)
+    def _sent_ns(self, info) -> int:
+        """When a sample was published, on this node's clock: its age by the DDS source timestamp (wall
+        clock; across hosts that needs synchronized clocks) taken back from now."""
+        return self.now_ns() - max(0, time.time_ns() - info["source_timestamp"])
 
     def _reject(self, what: str, exc: Exception) -> None:
         self.bad_inputs += 1
         self.last_bad_input = f"{what}: {exc}"
         self.get_logger().warning(self.last_bad_input, throttle_duration_sec=2.0)
 
-    def on_image(self, msg: Image) -> None:
+    def _frame(self, decode, msg, what: str) -> None:
         try:
-            self._store_frame(image_to_rgb(msg), msg.header)
-        except ImageError as exc:
-            self._reject("camera", exc)
+            self.core.on_frame(decode(msg), stamp_ns(msg.header.stamp))
+        except (ImageError, ValueError) as exc:
+            self._reject(what, exc)
+            return
+        if self.p["act_on_frame"]:  # lowest latency: act now; the timer still runs watchdog and status
+            self._step()
+
+    def on_image(self, msg: Image) -> None:
+        self._frame(image_to_rgb, msg, "camera")
 
     def on_compressed(self, msg: CompressedImage) -> None:
-        try:
-            self._store_frame(compressed_to_rgb(msg), msg.header)
-        except ImageError as exc:
-            self._reject("compressed camera", exc)
+        self._frame(compressed_to_rgb, msg, "compressed camera")
 
     def on_proprio(self, msg: JointState) -> None:
         values = np.asarray(msg.position, np.float32)
@@ -157,7 +169,7 @@ class PolicyControllerNode(Node):
             self._reject("proprio", ValueError(f"expected {self.runtime.model.cfg.proprio_dim} finite positions, "
                                                f"got {values.shape}"))
             return
-        self.proprio = (values, self.now_ns())
+        self.core.on_proprio(values)
 
     def on_instruction(self, msg: String) -> None:
         try:
@@ -165,117 +177,60 @@ class PolicyControllerNode(Node):
         except ValueError as exc:
             self._reject("instruction", exc)
             return
-        self.instruction = text
-        self.instruction_seq += 1
-        self.instruction_ns = self.now_ns()
-        self.fault = ""
-        self.next_try_ns = 0
+        self.core.on_instruction(text)
         self.get_logger().info(f"new instruction: {text[:80]!r}")
-        self._request_policy()
+        self._service_generator()
 
-    def on_estop(self, msg: Bool) -> None:
-        self.estop_input = bool(msg.data)
-        if self.estop_input and not self.estop_latched:
-            self.estop_latched = True
+    def on_estop(self, msg: Bool, info) -> None:
+        gid = info.get("publisher_gid") or {}
+        if self.core.on_estop(bytes(gid.get("data", b"")), bool(msg.data), self._sent_ns(info)):
             self.get_logger().warning("E-STOP latched")
+        self._step()  # the stop goes out now, not at the next tick
 
-    def on_heartbeat(self, _msg: Empty) -> None:
-        self.last_heartbeat_ns = self.now_ns()
+    def on_heartbeat(self, _msg: Empty, info) -> None:
+        self.core.on_heartbeat(self._sent_ns(info))
 
     def on_reset_estop(self, _req, res):
-        if self.estop_input:
-            res.success, res.message = False, "e-stop input still asserted; release it first"
-        else:
-            self.estop_latched = False
-            res.success, res.message = True, "e-stop reset"
-            self.get_logger().info("e-stop reset")
+        alive = {bytes(i.endpoint_gid) for i in self.get_publishers_info_by_topic(self.p["estop_topic"])}
+        res.success, res.message = self.core.reset_estop(alive)
+        self.get_logger().info(res.message)
         return res
 
     # ---------------------------------------------------------------- generator
 
-    def _request_policy(self) -> None:
-        if self.pending is not None:
-            self.client.remove_pending_request(self.pending[1])
-            self.pending = None
-        now = self.now_ns()
-        if not self.client.service_is_ready():
-            self.next_try_ns = now + int(self.p["generator_retry_s"] * 1e9)
+    def _service_generator(self) -> None:
+        pending = self.core.pending
+        if self.future is not None and (pending is None or pending[0] != self.future[0]):
+            self.client.remove_pending_request(self.future[1])  # timed out: forget it
+            self.future = None
+        req = self.core.request(self.client.service_is_ready())
+        if req is None:
             return
-        fresh = self.frame is not None and self.frame[3] >= self.instruction_ns
-        if self.p["send_first_frame"] and not fresh and now - self.instruction_ns < self.p["first_frame_wait_s"] * 1e9:
-            self.next_try_ns = now + 5_000_000  # the episode's first frame is still on its way
-            return
-        req = GeneratePolicy.Request(instruction=self.instruction)
-        if self.p["send_first_frame"] and fresh:
-            req.has_first_image = True
-            req.first_image = rgb_to_image(self.frame[0])
-        future = self.client.call_async(req)
-        self.pending = (self.instruction_seq, future, now)
-        future.add_done_callback(self.on_policy)
+        msg = GeneratePolicy.Request(instruction=req.instruction)
+        if req.first_image is not None:
+            msg.has_first_image, msg.first_image = True, rgb_to_image(req.first_image)
+        future = self.client.call_async(msg)
+        self.future = (req.seq, future)
+        future.add_done_callback(lambda f, seq=req.seq: self.on_policy(seq, f))
 
-    def on_policy(self, future) -> None:
-        if self.pending is None or future is not self.pending[1]:
-            return  # superseded by a newer instruction
-        seq, instruction = self.pending[0], self.instruction
-        self.pending = None
+    def on_policy(self, seq: int, future) -> None:
+        if self.future is not None and self.future[1] is future:
+            self.future = None
         try:
             res = future.result()
             if not res.success:
                 raise RuntimeError(f"generator refused: {res.message}")
             policy = from_msg(res.policy).bind(self.runtime)
         except Exception as exc:  # any bad answer: stop and say why, retry later
-            self.policy = None
-            self.fault = f"no valid policy for {instruction[:60]!r}: {exc}"
-            self.next_try_ns = self.now_ns() + int(self.p["generator_retry_s"] * 1e9)
-            self.get_logger().error(self.fault)
+            error = f"no valid policy for {self.core.instruction[:60]!r}: {exc}"
+            if self.core.on_policy(seq, None, error):
+                self.get_logger().error(error)
             return
-        self.policy, self.policy_seq = policy, seq  # atomic swap: old or new policy, never a mix
-        self.fault = ""
-        self.was_running = False  # forces ensembler and rate-limit reset before the first action
-        self.get_logger().info(f"policy {policy.policy_id} active ({policy.generation_time_ms:.1f} ms to generate)")
-
-    def _service_generator(self, now: int) -> None:
-        if self.pending is not None:
-            if now - self.pending[2] > self.p["generator_timeout_s"] * 1e9:
-                self.client.remove_pending_request(self.pending[1])
-                self.pending = None
-                self.policy = None
-                self.fault = f"generator timed out after {self.p['generator_timeout_s']} s"
-                self.next_try_ns = now + int(self.p["generator_retry_s"] * 1e9)
-            return
-        if self.instruction and self.policy_seq != self.instruction_seq and now >= self.next_try_ns:
-            self._request_policy()
+        if self.core.on_policy(seq, policy):
+            self.get_logger().info(f"policy {policy.policy_id} active ({policy.generation_time_ms:.1f} ms to generate)")
+        self._service_generator()  # superseded meanwhile: ask for the newest instruction now
 
     # ---------------------------------------------------------------- loop
-
-    def _state(self, now: int) -> tuple[int, str]:
-        if self.estop_latched:
-            return S.ESTOP, "e-stop latched" + (" (input asserted)" if self.estop_input else "; call ~/reset_estop")
-        if self.policy is None or self.policy_seq != self.instruction_seq:
-            if self.fault:
-                return S.FAULT, self.fault
-            if not self.instruction:
-                return S.IDLE, "no instruction"
-            # The previous policy keeps running while a switch request is in flight, for switch_grace_s at
-            # most (a dead generator must not leave the old task running); otherwise hold still.
-            in_grace = self.pending is not None and now - self.instruction_ns < self.p["switch_grace_s"] * 1e9
-            if self.policy is None or not in_grace:
-                if self.pending is None and not self.client.service_is_ready():
-                    return S.WAITING_POLICY, "generator service unavailable"
-                return S.WAITING_POLICY, "waiting for generated policy"
-        hb = self.p["heartbeat_timeout_s"]
-        if hb > 0 and (self.last_heartbeat_ns is None or now - self.last_heartbeat_ns > hb * 1e9):
-            return S.STALE, "heartbeat missing"
-        limit = self.p["max_image_age_s"] * 1e9
-        if self.frame is None:
-            return S.STALE, "no camera frame"
-        if now - self.frame[1] > limit:
-            return S.STALE, f"camera frame {(now - self.frame[1]) / 1e6:.0f} ms old"
-        if self.frame[1] - now > limit:  # stamped ahead of our clock: the clocks disagree, trust neither
-            return S.STALE, f"camera frame stamped {(self.frame[1] - now) / 1e6:.0f} ms in the future (clock mismatch)"
-        if self.p["require_proprio"] and (self.proprio is None or now - self.proprio[1] > limit):
-            return S.STALE, "proprio missing or stale"
-        return S.RUNNING, ""
 
     def tick(self) -> None:
         start = self.now_ns()
@@ -285,53 +240,39 @@ class PolicyControllerNode(Node):
             if dt > 1.5 * self.period_ns:
                 self.deadline_misses += 1
         self.last_tick_ns = start
-        self._service_generator(start)
-        state, reason = self._step(start)
-        # Status at status_rate_hz, and at once on a change: each publish costs the loop a DDS send.
+        self._service_generator()
+        self._step()
         # abs(): simulated time may jump backwards.
-        if (state, reason) != (self.state, self.reason) or abs(start - self.last_status_ns) >= self.status_period_ns:
-            self._publish_status(state, reason)
-            self.last_status_ns = start
-        self.state, self.reason = state, reason
+        if abs(start - self.last_status_ns) >= self.status_period_ns:
+            self._publish_status(self.state, self.reason)
         if self.now_ns() - start > self.period_ns:
             self.deadline_misses += 1
 
-    def _step(self, now: int) -> tuple[int, str]:
-        state, reason = self._state(now)
-        if state != S.RUNNING:
-            self.was_running = False
-        elif self.frame[2] != self.used_seq:  # act once per new frame; never twice on the same data
-            if not self.was_running:
-                self.policy.reset()
-                self.safety.reset()
-                self.was_running = True
-            state, reason = self._act()
-        return state, reason
+    def _step(self) -> None:
+        state, reason, cmd = self.core.step()
+        if cmd is not None:
+            self._publish(cmd)
+        if (state, reason) != (self.state, self.reason):  # a change goes out at once
+            if reason == "waiting for the first camera frame":
+                self.get_logger().info("waiting for the first camera frame before asking for a policy")
+            self._publish_status(state, reason)
 
-    def _act(self) -> tuple[int, str]:
-        rgb, stamp, seq, _ = self.frame
-        self.used_seq = seq
-        policy = self.policy
-        proprio = self.proprio[0] if self.proprio is not None else None
-        try:
-            raw, chunk = policy.step_with_chunk(rgb, proprio)
-            action = self.safety(raw)
-        except Exception as exc:  # NaN, bad proprio: no motion this step, say why
-            self._reject("policy step", exc)
-            self.was_running = False
-            return S.FAULT, f"policy step failed: {exc}"
-        header_stamp = rclpy.time.Time(nanoseconds=stamp).to_msg()
-        msg = EndEffectorAction(policy_id=policy.policy_id, gripper=float(action[6]))
+    def _publish(self, cmd) -> None:
+        action = cmd.action
+        header_stamp = rclpy.time.Time(nanoseconds=cmd.stamp_ns).to_msg()
+        msg = EndEffectorAction(policy_id=cmd.policy_id, gripper=float(action[6]))
         msg.header.stamp, msg.header.frame_id = header_stamp, "base"
         msg.translation.x, msg.translation.y, msg.translation.z = (float(v) for v in action[:3])
         msg.rotation.x, msg.rotation.y, msg.rotation.z = (float(v) for v in action[3:6])
         self.action_pub.publish(msg)
-        self.actions_sent += 1
-        self.latency.add((self.now_ns() - stamp) / 1e6)
-        cmsg = ActionChunk(policy_id=policy.policy_id, horizon=policy.action_horizon, action_dim=policy.action_dim,
-                           actions=chunk.reshape(-1).tolist(), step_period=self.period_ns / 1e9)
-        cmsg.header.stamp = header_stamp
-        self.chunk_pub.publish(cmsg)
+        if cmd.chunk is not None:
+            self.actions_sent += 1
+            self.latency.add((self.now_ns() - cmd.stamp_ns) / 1e6)
+            horizon, dim = cmd.chunk.shape
+            cmsg = ActionChunk(policy_id=cmd.policy_id, horizon=horizon, action_dim=dim,
+                               actions=cmd.chunk.reshape(-1).tolist(), step_period=self.period_ns / 1e9)
+            cmsg.header.stamp = header_stamp
+            self.chunk_pub.publish(cmsg)
         if self.twist_pub is not None:
             period = self.period_ns / 1e9
             tw = TwistStamped()
@@ -339,15 +280,16 @@ class PolicyControllerNode(Node):
             tw.twist.linear.x, tw.twist.linear.y, tw.twist.linear.z = (float(v) / period for v in action[:3])
             tw.twist.angular.x, tw.twist.angular.y, tw.twist.angular.z = (float(v) / period for v in action[3:6])
             self.twist_pub.publish(tw)
-        return S.RUNNING, ""
 
     def _loop_rate(self) -> float:
         return 1.0 / float(np.mean(self.tick_dt.samples)) if len(self.tick_dt) else 0.0
 
     def _publish_status(self, state: int, reason: str) -> None:
+        self.state, self.reason, self.last_status_ns = state, reason, self.now_ns()
+        policy = self.core.policy
         msg = ControllerStatus(state=state, state_name=STATE_NAMES[state], reason=reason,
-                               policy_id=self.policy.policy_id if self.policy else "",
-                               instruction=self.policy.instruction if self.policy else "",
+                               policy_id=policy.policy_id if policy else "",
+                               instruction=policy.instruction if policy else "",
                                loop_rate_hz=self._loop_rate(), deadline_misses=self.deadline_misses,
                                latency_p50_ms=self.latency.percentile(50), latency_p99_ms=self.latency.percentile(99))
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -359,7 +301,7 @@ class PolicyControllerNode(Node):
                  S.STALE: DiagnosticStatus.WARN}.get(state, DiagnosticStatus.ERROR)
         message = STATE_NAMES[state] + (f": {self.reason}" if self.reason else "")
         values = {
-            "state": STATE_NAMES[state], "policy_id": self.policy.policy_id if self.policy else "",
+            "state": STATE_NAMES[state], "policy_id": self.core.policy.policy_id if self.core.policy else "",
             "loop_rate_hz": f"{self._loop_rate():.1f}", "deadline_misses": self.deadline_misses,
             "latency_ms_p50": f"{self.latency.percentile(50):.2f}", "latency_ms_p99": f"{self.latency.percentile(99):.2f}",
             "actions_sent": self.actions_sent, "bad_inputs": self.bad_inputs, "last_bad_input": self.last_bad_input,
