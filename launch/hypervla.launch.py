@@ -1,29 +1,81 @@
-"""Generator + controller on a full ROS 2 install: `ros2 launch hypervla hypervla.launch.py`.
+"""Generator + controller (+ the Meta-World sim bridge with sim:=true): `ros2 launch hypervla hypervla.launch.py`.
 
-Parameters come from config/hypervla.yaml (override with params_file:=...). A diagnostic_aggregator with
-config/diagnostics_analyzers.yaml groups the suite for rqt_robot_monitor.
+Arguments (`--show-args`): params_file (every node's parameters; default share/hypervla/config/hypervla.yaml),
+namespace (every node, topic and service of the suite under it), use_aggregator (a diagnostic_aggregator for
+rqt_robot_monitor; false where it is not installed), log_level, and, non-empty to override the params file:
+signing_key_file, trusted_keys_file, start_latched, twist_topic, estop_timeout_s.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+SHARE = get_package_share_directory("hypervla")
+ARGS = {
+    "params_file": (os.path.join(SHARE, "config", "hypervla.yaml"), "parameters YAML for every node"),
+    "namespace": ("", "namespace of every node, topic and service (e.g. arm1)"),
+    "use_aggregator": ("true", "start a diagnostic_aggregator (needs the diagnostic_aggregator package)"),
+    "log_level": ("info", "log level of every node"),
+    "sim": ("false", "also start the Meta-World sim bridge"),
+    "signing_key_file": ("", "generator: private key that signs policies ('' = from the params file)"),
+    "trusted_keys_file": ("", "controller: trusted public keys ('' = from the params file)"),
+    "start_latched": ("", "controller: start with the e-stop latched ('' = from the params file)"),
+    "twist_topic": ("", "controller: TwistStamped output for a servo driver ('' = from the params file)"),
+    "estop_timeout_s": ("", "controller: a periodic e-stop state is required this often ('' = from the params file)"),
+}
+GENERATOR_OVERRIDES = ("signing_key_file",)
+CONTROLLER_OVERRIDES = ("trusted_keys_file", "start_latched", "twist_topic", "estop_timeout_s")
+
+
+def _value(text: str):
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        return float(text) if "." in text else text
+    except ValueError:
+        return text
+
+
+def _nodes(context):
+    arg = {name: LaunchConfiguration(name).perform(context) for name in ARGS}
+    params, ns = arg["params_file"], arg["namespace"]
+    ros_args = ["--ros-args", "--log-level", arg["log_level"]]
+    if arg["use_aggregator"] == "true":  # checked before anything starts: a failed launch leaves no process behind
+        try:
+            get_package_share_directory("diagnostic_aggregator")
+        except Exception as exc:
+            raise RuntimeError("package 'diagnostic_aggregator' not found: install it "
+                               "(ros-<distro>-diagnostic-aggregator) or launch with use_aggregator:=false") from exc
+    # A suite node that exits (a bad params file, a missing checkpoint) stops the launch: no half-running stack.
+    stop = Shutdown(reason="a hypervla node exited")
+
+    def overrides(names):
+        return {n: _value(arg[n]) for n in names if arg[n] != ""}
+
+    nodes = [
+        Node(package="hypervla_ros", executable="policy_generator", name="policy_generator", namespace=ns,
+             parameters=[params, overrides(GENERATOR_OVERRIDES)], arguments=ros_args, output="screen",
+             on_exit=stop),
+        Node(package="hypervla_ros", executable="policy_controller", name="policy_controller", namespace=ns,
+             parameters=[params, overrides(CONTROLLER_OVERRIDES)], arguments=ros_args, output="screen",
+             on_exit=stop),
+    ]
+    if arg["sim"] == "true":
+        nodes.append(Node(package="hypervla_ros", executable="sim_bridge", name="sim_bridge", namespace=ns,
+                          parameters=[params], arguments=ros_args, output="screen", on_exit=stop))
+    if arg["use_aggregator"] == "true":
+        nodes.append(Node(package="diagnostic_aggregator", executable="aggregator_node", name="diagnostic_aggregator",
+                          namespace=ns, parameters=[os.path.join(SHARE, "config", "diagnostics_analyzers.yaml")],
+                          output="screen"))
+    return nodes
+
 
 def generate_launch_description():
-    share = get_package_share_directory("hypervla")
-    params = LaunchConfiguration("params_file")
     return LaunchDescription([
-        DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "hypervla.yaml"),
-                              description="parameters YAML for every node"),
-        # The nodes read their defaults from the same file.
-        SetEnvironmentVariable("HYPERVLA_CONFIG", params),
-        Node(package="hypervla_ros", executable="policy_generator", name="policy_generator",
-             parameters=[params], output="screen"),
-        Node(package="hypervla_ros", executable="policy_controller", name="policy_controller",
-             parameters=[params], output="screen"),
-        Node(package="diagnostic_aggregator", executable="aggregator_node", name="diagnostic_aggregator",
-             parameters=[os.path.join(share, "config", "diagnostics_analyzers.yaml")], output="screen"),
+        *[DeclareLaunchArgument(name, default_value=default, description=text) for name, (default, text) in ARGS.items()],
+        SetEnvironmentVariable("HYPERVLA_CONFIG", LaunchConfiguration("params_file")),  # the nodes' defaults
+        OpaqueFunction(function=_nodes),
     ])

@@ -15,9 +15,16 @@ export MUJOCO_GL=${MUJOCO_GL:-egl}
 # Larger shared-memory segment so 640x480 camera frames are not dropped (see config/fastdds.xml).
 export FASTDDS_DEFAULT_PROFILES_FILE=${FASTDDS_DEFAULT_PROFILES_FILE:-$_HV_ROOT/config/fastdds.xml}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# Discovery stays on this computer unless you say otherwise: any process that can reach the DDS domain can
+# publish instructions, e-stops and frames. A generator on another host: export SUBNET (see README, Security).
+export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
 if [ "${1:-}" != "--no-install" ] && [ -f "$_HV_ROOT/install/setup.bash" ]; then
+  # colcon's setup scripts read unset variables: works in a `set -u` shell too
+  case $- in *u*) _HV_NOUNSET=1; set +u ;; *) _HV_NOUNSET= ;; esac
   # shellcheck disable=SC1091
   source "$_HV_ROOT/install/setup.bash"
+  [ -n "$_HV_NOUNSET" ] && set -u
+  unset _HV_NOUNSET
 fi
 mkdir -p "$_HV_ROOT/log"
 unset _HV_ROOT _HV_VENV _HV_SITE

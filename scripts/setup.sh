@@ -39,4 +39,9 @@ if [ "$(cat install/.build-stamp 2>/dev/null)" != "$build_stamp" ]; then
   tail -1 log/colcon-build.txt
   echo "$build_stamp" > install/.build-stamp
 fi
+# 3. This checkout's policy-signing key pair (keys/ is git-ignored: a private key is never committed).
+if [ ! -f keys/policy_signing ]; then
+  PYTHONPATH=$ROOT/src/hypervla_core "$VENV/bin/python" -m hypervla_core.cli keygen keys/policy_signing > /dev/null
+  echo "[setup] made the policy-signing key keys/policy_signing (+ .pub, the controller's trusted key)"
+fi
 echo "[setup] ready: source scripts/env.sh"

@@ -372,3 +372,25 @@ class ControllerMachine(RuleBasedStateMachine):
 ControllerMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None,
                                                suppress_health_check=[HealthCheck.too_slow])
 test_controller_invariants_under_random_interleavings = ControllerMachine.TestCase
+
+
+def test_limits_changed_at_run_time_obey_old_and_new_then_stop_if_they_cannot():
+    c, clock = make()
+    run_policy(c, clock)
+    for _ in range(5):
+        cmd = frame_and_step(c, clock)[2]
+    raised = SafetyLimits(max_translation=0.05, max_rotation=0.5, max_step_change=0.05)
+    c.set_limits(raised)  # raising: the next command still obeys the old limits
+    nxt = frame_and_step(c, clock)[2]
+    assert (np.abs(nxt.action[:6]) <= LIMITS.bounds() + 1e-7).all()
+    assert (np.abs(nxt.action[:6] - cmd.action[:6]) <= LIMITS.max_step_change + 1e-7).all()
+    for _ in range(5):
+        cmd = frame_and_step(c, clock)[2]
+    assert np.abs(cmd.action[:6]).max() > LIMITS.max_translation  # then the new ones apply
+    tiny = SafetyLimits(max_translation=0.001, max_rotation=0.001, max_step_change=0.001)
+    c.set_limits(tiny)  # far below the last command: no command satisfies both, so the arm is stopped
+    stop = frame_and_step(c, clock)[2]
+    assert stop.stop
+    for _ in range(5):
+        cmd = frame_and_step(c, clock)[2]
+        assert not cmd.stop and (np.abs(cmd.action[:6]) <= tiny.bounds() + 1e-7).all()

@@ -11,7 +11,7 @@ setup(
         ("share/" + package_name, ["package.xml"]),
     ],
     package_data={package_name: ["*.yaml"]},
-    install_requires=["numpy", "torch", "safetensors", "transformers", "h5py", "tqdm", "pyyaml"],
+    install_requires=["numpy", "torch", "safetensors", "transformers", "h5py", "tqdm", "pyyaml", "cryptography"],
     extras_require={"sim": ["mujoco==3.3.0", "metaworld==3.1.1"], "plots": ["matplotlib"],
                     "onnx": ["onnxruntime", "onnx", "onnxscript"]},
     zip_safe=True,

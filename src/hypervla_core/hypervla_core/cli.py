@@ -109,6 +109,15 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_keygen(args) -> int:
+    from .signing import keygen
+
+    private, public = keygen(args.out)
+    print(f"private key {private} (mode 600: the generator's signing_key_file)\n"
+          f"public key  {public} (add its line to the controller's trusted_keys_file)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hypervla", description="HyperVLA: train, evaluate and inspect models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("keygen", help="Ed25519 key pair for signing task policies: OUT (private) and OUT.pub")
+    p.add_argument("out")
+    p.set_defaults(func=cmd_keygen)
 
     p = sub.add_parser("gen-data", help="Meta-World expert demonstrations -> HDF5 (resumable)")
     p.add_argument("--out", default="data/mt10", help="output folder (one .hdf5 per task)")
@@ -188,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # CheckpointError, InputError, ... included
+    except (OSError, ValueError, RuntimeError) as exc:  # CheckpointError, InputError, ... included
         print(f"hypervla {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -273,6 +273,13 @@ class Controller:
             missing.append("e-stop state")
         return missing
 
+    def set_limits(self, limits: SafetyLimits, max_image_age_s: float | None = None) -> None:
+        """Change limits at run time; the next command obeys the old and the new ones."""
+        self.safety.set_limits(limits)
+        self.cfg.limits = limits
+        if max_image_age_s is not None:
+            self.cfg.max_image_age_s = max_image_age_s
+
     # ------------------------------------------------------------------ acting
 
     def step(self, proprio_for_policy: bool = True) -> tuple[int, str, Command | None]:
@@ -298,6 +305,8 @@ class Controller:
             action = self.safety(raw)
         except Exception as exc:  # NaN, bad proprio: no motion from this frame, say why
             return FAULT, f"policy step failed: {exc}", self._stop(now)
+        if action is None:  # limits lowered below the last command: stop, then ramp up under the new ones
+            return state, reason, self._stop(now)
         self.moving, self.last_gripper = True, float(action[6])
         return state, reason, Command(action, chunk, policy.policy_id, frame.stamp_ns)
 

@@ -19,27 +19,39 @@ class SafetyLimits:
 class SafetyFilter:
     """Clamp each dimension, limit the change from the previous command, snap the gripper to {0, 1}.
 
-    Raises ValueError on NaN/inf: such an action is never published.
+    Raises ValueError on NaN/inf: such an action is never published. Returns None when no command can
+    satisfy both the clamps and the step limit from the previous command (the limits were just lowered below
+    it): the caller then stops the arm, and the next command ramps up from rest.
     """
 
     def __init__(self, limits: SafetyLimits):
         self.limits = limits
         self._bounds = limits.bounds()
+        self._step = limits.max_step_change
         self._last: np.ndarray | None = None
 
     def reset(self) -> None:
         """After a stop: the next command starts from rest."""
         self._last = None
 
-    def __call__(self, action: np.ndarray) -> np.ndarray:
+    def set_limits(self, limits: SafetyLimits) -> None:
+        """New limits (an operator's `ros2 param set`): the next command obeys both the old and the new ones."""
+        self._bounds = np.minimum(self._bounds, limits.bounds())
+        self._step = min(self._step, limits.max_step_change)
+        self.limits = limits
+
+    def __call__(self, action: np.ndarray) -> np.ndarray | None:
         action = np.asarray(action, np.float32)
         if action.shape != (7,):
             raise ValueError(f"action must have 7 entries, got {action.shape}")
         if not np.isfinite(action).all():
             raise ValueError("action holds NaN or inf")
-        cont = np.clip(action[:6], -self._bounds, self._bounds)
         last = np.zeros(6, np.float32) if self._last is None else self._last
-        step = self.limits.max_step_change
-        cont = np.clip(cont, last - step, last + step)
+        lo = np.maximum(-self._bounds, last - self._step)
+        hi = np.minimum(self._bounds, last + self._step)
+        self._bounds, self._step = self.limits.bounds(), self.limits.max_step_change  # any old limits are spent
+        if (lo > hi).any():
+            return None
+        cont = np.clip(action[:6], lo, hi).astype(np.float32)
         self._last = cont
         return np.concatenate([cont, [1.0 if action[6] >= 0.5 else 0.0]]).astype(np.float32)

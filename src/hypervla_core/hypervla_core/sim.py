@@ -16,13 +16,27 @@ import yaml
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 METRES_PER_UNIT = 0.01  # Meta-World's action_scale
-# The phrasings live with the rest of the configuration (config/tasks.yaml); HYPERVLA_TASKS overrides.
-TASKS_FILE = pathlib.Path(os.environ.get("HYPERVLA_TASKS", pathlib.Path(__file__).resolve().parents[3] / "config" / "tasks.yaml"))
+
+
+def tasks_file() -> pathlib.Path:
+    """The phrasings live with the rest of the configuration (config/tasks.yaml): HYPERVLA_TASKS, else the
+    source tree's, else beside the params file (HYPERVLA_CONFIG), else an installed share/hypervla/config."""
+    if os.environ.get("HYPERVLA_TASKS"):
+        return pathlib.Path(os.environ["HYPERVLA_TASKS"])
+    places = [pathlib.Path(__file__).resolve().parents[3] / "config"]
+    if os.environ.get("HYPERVLA_CONFIG"):
+        places.append(pathlib.Path(os.environ["HYPERVLA_CONFIG"]).resolve().parent)
+    places += [pathlib.Path(prefix) / "share" / "hypervla" / "config"
+               for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if prefix]
+    for place in places:
+        if (place / "tasks.yaml").is_file():
+            return place / "tasks.yaml"
+    raise FileNotFoundError(f"tasks.yaml not found in {', '.join(map(str, places))} (or set HYPERVLA_TASKS)")
 
 
 def load_tasks(path: str | pathlib.Path | None = None) -> dict:
     """Task suites and phrasings: {"suites": {name: [task]}, "tasks": {task: {"train": [...], "heldout": [...]}}}."""
-    return yaml.safe_load(pathlib.Path(path or TASKS_FILE).read_text())
+    return yaml.safe_load(pathlib.Path(path or tasks_file()).read_text())
 
 
 def suite_tasks(suite: str, path=None) -> list[str]:

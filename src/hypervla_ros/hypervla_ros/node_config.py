@@ -47,21 +47,36 @@ def node_defaults(node_name: str, path: pathlib.Path | None = None) -> dict:
 
 
 def resolve_path(value: str) -> str:
-    """Relative paths (checkpoints) are taken from the directory above config/, i.e. the repo or share root."""
-    p = pathlib.Path(value)
-    if p.is_absolute() or p.exists():
+    """A relative path (checkpoint, key files) is looked up in the current folder, beside the params file,
+    in the folder above it (the repository, or share/hypervla for the installed config), then in the
+    installed share/hypervla; the error lists where it looked."""
+    p = pathlib.Path(value).expanduser()
+    if p.is_absolute():
         return str(p)
-    return str(config_path().resolve().parents[1] / p)
+    params = config_path().resolve()
+    places = [pathlib.Path.cwd(), params.parent, params.parents[1]]
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        places.append(pathlib.Path(get_package_share_directory("hypervla")))
+    except (ImportError, PackageNotFoundError, ValueError):
+        pass
+    for place in dict.fromkeys(places):
+        if (place / p).exists():
+            return str(place / p)
+    raise FileNotFoundError(f"{value}: not found in {', '.join(str(d) for d in dict.fromkeys(places))}")
 
 
-def declare(node, schema: dict[str, tuple], defaults: dict) -> dict:
-    """Declare every parameter in schema {name: (description, range or None)} with its YAML default."""
+def declare(node, schema: dict[str, tuple], defaults: dict, dynamic: tuple[str, ...] = ()) -> dict:
+    """Declare every parameter in schema {name: (description, range or None)} with its YAML default. Only
+    those in `dynamic` can change at run time; every other one is read-only, so `ros2 param set` is refused
+    with a reason instead of reporting a change the node would never apply."""
     values = {}
     for name, (description, bounds) in schema.items():
         if name not in defaults:
             raise KeyError(f"parameter {node.get_name()}.{name} has no default in {config_path()}")
         default = defaults[name]
-        desc = ParameterDescriptor(description=description)
+        desc = ParameterDescriptor(description=description, read_only=name not in dynamic)
         if bounds is not None:
             lo, hi = bounds
             if isinstance(default, float):

@@ -34,7 +34,7 @@ def run(node_class, name: str, args=None) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         node = node_class()
-    except (CheckpointError, OSError, KeyError, ValueError) as exc:
+    except (CheckpointError, OSError, KeyError, ValueError) as exc:  # PermissionError of a key file included
         print(f"{name}: cannot start: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         sys.exit(1)

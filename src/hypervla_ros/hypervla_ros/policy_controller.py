@@ -14,9 +14,10 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TwistStamped
 from hypervla_core.runtime import Runtime, check_instruction
-from hypervla_core import control
+from hypervla_core import control, signing
 from hypervla_core.control import STATE_NAMES, ControlConfig, Controller
 from hypervla_core.safety import SafetyLimits
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import (
     qos_profile_sensor_data,
@@ -32,6 +33,7 @@ from .image_conversion import ImageError, compressed_to_rgb, image_to_rgb, rgb_t
 from .node_config import LATCHED, Window, declare, node_defaults, resolve_path, stamp_ns
 from .node_runtime import diagnostics, run
 from .policy_msgs import from_msg
+from hypervla_core.task_policy import PolicyFormatError
 
 S = ControllerStatus
 assert (S.IDLE, S.WAITING_POLICY, S.RUNNING, S.STALE, S.ESTOP, S.FAULT) == (
@@ -58,6 +60,8 @@ SCHEMA = {
     "status_topic": ("hypervla_msgs/ControllerStatus output", None),
     "twist_topic": ("optional geometry_msgs/TwistStamped output for servo controllers ('' = off)", None),
     "generator_service": ("GeneratePolicy service name", None),
+    "require_signed_policies": ("run only policies signed by a key in trusted_keys_file", None),
+    "trusted_keys_file": ("public keys (`ed25519 <hex>` lines) whose signatures are trusted", None),
     "generator_timeout_s": ("give up on a generation request after this long", (0.1, 600.0)),
     "switch_grace_s": ("on a task switch, the old policy may keep running this long while waiting", (0.0, 10.0)),
     "generator_retry_s": ("seconds between attempts while the generator is absent or failed", (0.05, 60.0)),
@@ -75,12 +79,16 @@ SCHEMA = {
 }
 
 
+# Safety limits an operator may change at run time (`ros2 param set`, rqt_reconfigure), within their ranges.
+RUNTIME_LIMITS = ("max_translation", "max_rotation", "max_step_change", "max_image_age_s")
+
+
 class PolicyControllerNode(Node):
     """Thin: messages in -> hypervla_core.control.Controller calls -> messages out. Owns timing and QoS."""
 
     def __init__(self):
         super().__init__("policy_controller")
-        p = self.p = declare(self, SCHEMA, node_defaults("policy_controller"))
+        p = self.p = declare(self, SCHEMA, node_defaults("policy_controller"), dynamic=RUNTIME_LIMITS)
         if p["torch_threads"]:
             import torch
 
@@ -100,6 +108,9 @@ class PolicyControllerNode(Node):
             first_frame_wait_s=p["first_frame_wait_s"],
             limits=SafetyLimits(p["max_translation"], p["max_rotation"], p["max_step_change"])), self.now_ns)
         self.period_ns = self.core.cfg.period_ns
+        self.trusted = signing.load_trusted(resolve_path(p["trusted_keys_file"])) if p["require_signed_policies"] else None
+        if self.trusted is None:
+            self.get_logger().warning("require_signed_policies is off: any generator on the domain can move the arm")
         self.future = None  # (seq, future) of the request in flight
         self.last_tick_ns = None
         self.deadline_misses = self.bad_inputs = self.actions_sent = 0
@@ -129,9 +140,21 @@ class PolicyControllerNode(Node):
         self.status_pub = self.create_publisher(ControllerStatus, p["status_topic"], 10)
         self.twist_pub = self.create_publisher(TwistStamped, p["twist_topic"], 10) if p["twist_topic"] else None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.add_on_set_parameters_callback(self.on_set_parameters)
         self.create_timer(1.0 / p["control_rate_hz"], self.tick)
         self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics)
         self.get_logger().info(f"runtime of model {self.runtime.model_id} loaded; loop at {p['control_rate_hz']} Hz")
+
+    def on_set_parameters(self, params):
+        """Ranges and read-only flags are checked by rclpy first; what reaches here is applied at once."""
+        changed = {q.name: q.value for q in params if q.name in RUNTIME_LIMITS}
+        if changed:
+            self.p.update(changed)
+            p = self.p
+            self.core.set_limits(SafetyLimits(p["max_translation"], p["max_rotation"], p["max_step_change"]),
+                                 p["max_image_age_s"])
+            self.get_logger().info(f"limits changed: {changed}")
+        return SetParametersResult(successful=True)
 
     # ---------------------------------------------------------------- inputs
 
@@ -191,7 +214,7 @@ class PolicyControllerNode(Node):
         self.core.on_heartbeat(self._sent_ns(info))
 
     def on_reset_estop(self, _req, res):
-        alive = {bytes(i.endpoint_gid) for i in self.get_publishers_info_by_topic(self.p["estop_topic"])}
+        alive = {bytes(i.endpoint_gid) for i in self.get_publishers_info_by_topic(self.resolve_topic_name(self.p["estop_topic"]))}
         res.success, res.message = self.core.reset_estop(alive)
         self.get_logger().info(res.message)
         return res
@@ -211,16 +234,20 @@ class PolicyControllerNode(Node):
             msg.has_first_image, msg.first_image = True, rgb_to_image(req.first_image)
         future = self.client.call_async(msg)
         self.future = (req.seq, future)
-        future.add_done_callback(lambda f, seq=req.seq: self.on_policy(seq, f))
+        future.add_done_callback(lambda f, seq=req.seq, text=req.instruction: self.on_policy(seq, text, f))
 
-    def on_policy(self, seq: int, future) -> None:
+    def on_policy(self, seq: int, instruction: str, future) -> None:
         if self.future is not None and self.future[1] is future:
             self.future = None
         try:
             res = future.result()
             if not res.success:
                 raise RuntimeError(f"generator refused: {res.message}")
-            policy = from_msg(res.policy).bind(self.runtime)
+            policy = from_msg(res.policy).bind(self.runtime)  # content hash, shapes, model id
+            if self.trusted is not None:  # who made it: only a trusted generator's policies move the arm
+                signing.verify(self.trusted, res.policy.signer, bytes(res.policy.signature), policy)
+            if policy.instruction != instruction:  # a genuine policy, but the answer to another request
+                raise PolicyFormatError(f"policy was generated for {policy.instruction[:60]!r}")
         except Exception as exc:  # any bad answer: stop and say why, retry later
             error = f"no valid policy for {self.core.instruction[:60]!r}: {exc}"
             if self.core.on_policy(seq, None, error):

@@ -4,11 +4,13 @@ Holds the hypernetwork and the language encoder; runs once per task, never in th
 """
 from __future__ import annotations
 
+import array
 import hashlib
 import time
 from collections import OrderedDict
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from hypervla_core import signing
 from hypervla_core.runtime import Generator, InputError
 from rclpy.node import Node
 
@@ -28,6 +30,7 @@ SCHEMA = {
     "service_name": ("name of the GeneratePolicy service", None),
     "diagnostics_period_s": ("seconds between /diagnostics messages", (0.1, 60.0)),
     "torch_threads": ("intra-op threads for generation (0 = torch default)", (0, 64)),
+    "signing_key_file": ("Ed25519 private key that signs every policy ('' = unsigned; `hypervla keygen`)", None),
 }
 
 
@@ -41,7 +44,11 @@ class PolicyGeneratorNode(Node):
             torch.set_num_threads(self.p["torch_threads"])
         start = time.perf_counter()
         self.generator = Generator.load(resolve_path(self.p["checkpoint"]), device=self.p["device"])
-        self.get_logger().info(f"loaded model {self.generator.model_id} in {time.perf_counter() - start:.1f} s")
+        key_file = self.p["signing_key_file"]
+        self.key = signing.load_private(resolve_path(key_file)) if key_file else None
+        self.signer = signing.key_id(self.key.public_key()) if self.key else ""
+        self.get_logger().info(f"loaded model {self.generator.model_id} in {time.perf_counter() - start:.1f} s; "
+                               + (f"signing with key {self.signer}" if self.key else "policies are NOT signed"))
         self.cache: OrderedDict[tuple, object] = OrderedDict()
         self.hits = self.misses = self.failures = 0
         self.gen_ms = Window(500)
@@ -75,6 +82,9 @@ class PolicyGeneratorNode(Node):
                     while len(self.cache) > self.p["cache_size"]:
                         self.cache.popitem(last=False)
             response.policy = to_msg(policy, self.get_clock().now().to_msg())
+            if self.key is not None:
+                response.policy.signer, signature = signing.sign(self.key, policy)
+                response.policy.signature = array.array("B", signature)
             response.success, response.message = True, ""
         except (InputError, ImageError) as exc:
             self.failures += 1
