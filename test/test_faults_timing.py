@@ -1,9 +1,5 @@
 """Fault injection, part 3: timing faults, floods and competing sources against generator + controller as
 separate processes over DDS (the safety issue's ten classes; the decisions themselves are in test_control)."""
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 

@@ -62,7 +62,7 @@ def _suite_processes(ws):
 
 def _stop(proc, ws):
     proc.send_signal(signal.SIGINT)
-    rc = proc.wait(20)
+    rc = proc.wait(10)  # every node stopped within 10 s
     assert wait_until(lambda: not _suite_processes(ws), 10), _suite_processes(ws)
     return rc
 

@@ -202,7 +202,7 @@ class Controller:
 
     def on_policy(self, seq: int, policy=None, error: str = "") -> bool:
         """The answer to request `seq`: a bound policy, or why there is none. False if it was superseded."""
-        now = self._now()
+        self._now()
         if self.pending is None or self.pending[0] != seq:
             return False
         self.pending = None
