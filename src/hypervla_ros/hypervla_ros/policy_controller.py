@@ -2,8 +2,8 @@
 
 Holds only the runtime part of the checkpoint (shared vision encoder + base-policy function). On a new
 instruction it asks the generator asynchronously; the loop keeps running and swaps the policy when it
-arrives. It owns timing, QoS and safety: clamps and rate limits, stale-input watchdog, heartbeat,
-latched e-stop, fault state with its reason. It publishes nothing on the action topics unless RUNNING.
+arrives. It owns timing and QoS; every decision (state, grace, e-stop, staleness, ordering, limits) is
+hypervla_core.control.Controller's. Motion goes out only while RUNNING; holding publishes one stop.
 """
 from __future__ import annotations
 
@@ -13,15 +13,14 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TwistStamped
-from hypervla_core.runtime import Runtime, check_instruction
 from hypervla_core import control, signing
 from hypervla_core.control import STATE_NAMES, ControlConfig, Controller
+from hypervla_core.runtime import Runtime, check_instruction
 from hypervla_core.safety import SafetyLimits
+from hypervla_core.task_policy import PolicyFormatError
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
-from rclpy.qos import (
-    qos_profile_sensor_data,
-)
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Empty, String
 from std_srvs.srv import Trigger
@@ -33,7 +32,6 @@ from .image_conversion import ImageError, compressed_to_rgb, image_to_rgb, rgb_t
 from .node_config import LATCHED, Window, declare, node_defaults, resolve_path, stamp_ns
 from .node_runtime import diagnostics, run
 from .policy_msgs import from_msg
-from hypervla_core.task_policy import PolicyFormatError
 
 S = ControllerStatus
 assert (S.IDLE, S.WAITING_POLICY, S.RUNNING, S.STALE, S.ESTOP, S.FAULT) == (
