@@ -108,9 +108,15 @@ def test_ros2_launch_runs_an_episode_from_any_folder_and_stops_on_sigint(ros, wo
     assert rc == 0 and "Traceback" not in log, log[-3000:]
 
 
-def _ros2(ws, *args):
-    out = subprocess.run(["ros2", *args], env=_env(ws), capture_output=True, text=True, timeout=60)
-    return out.stdout + out.stderr
+def _ros2(ws, *args, timeout=60.0):
+    """A ros2 CLI call; its daemon may not have discovered the node yet (more so on a busy machine): retry."""
+    end = time.monotonic() + timeout
+    while True:
+        out = subprocess.run(["ros2", *args], env=_env(ws), capture_output=True, text=True, timeout=60)
+        text = out.stdout + out.stderr
+        if "node not found" not in text.lower() or time.monotonic() > end:
+            return text
+        time.sleep(1.0)
 
 
 def _param_set_changes_what_is_enforced(ws):
