@@ -14,6 +14,7 @@ from hypervla_ros.policy_msgs import to_msg
 from ros_helpers import ROOT, Probe, Spinner, wait_until, write_config
 
 from hypervla_core import signing
+from hypervla_msgs.msg import ControllerStatus as S
 from hypervla_msgs.srv import GeneratePolicy
 
 TRUSTED_KEY = ROOT / "keys" / "policy_signing"  # made by `make setup`, never committed
@@ -103,13 +104,11 @@ def test_a_rogue_generator_cannot_move_the_arm(ros, tmp_path, tiny_checkpoints, 
         try:
             probe.camera_on()
             probe.say("open the drawer")
-            assert wait_until(lambda: state_is(probe, S_FAULT, reason), UP), probe.latest_status()
+            assert wait_until(lambda: state_is(probe, S.FAULT, reason), UP), probe.latest_status()
             assert probe.actions == [] and stack.alive("controller")
         finally:
             spinner.close()
 
-
-S_FAULT = 5
 
 
 def test_with_a_rogue_beside_the_real_generator_only_signed_policies_run(ros, tmp_path, tiny_checkpoints):
