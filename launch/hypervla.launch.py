@@ -1,11 +1,15 @@
 """Generator + controller (+ the Meta-World sim bridge with sim:=true): `ros2 launch hypervla hypervla.launch.py`.
 
 Arguments (`--show-args`): params_file (every node's parameters; default share/hypervla/config/hypervla.yaml),
-namespace (every node, topic and service of the suite under it), use_aggregator (a diagnostic_aggregator for
-rqt_robot_monitor; false where it is not installed), log_level, and, non-empty to override the params file:
-signing_key_file, trusted_keys_file, start_latched, twist_topic, estop_timeout_s.
+namespace (every node, topic and service of the suite under it), arms (a fleet: one controller, and sim bridge,
+per arm under namespace/<arm>, all served by the one generator), generator / controller (false: this computer
+runs only the other half), use_aggregator (a diagnostic_aggregator for rqt_robot_monitor; false where it is not
+installed), log_level, and, non-empty to override the params file: signing_key_file, trusted_keys_file,
+start_latched, twist_topic, estop_timeout_s.
 """
 import os
+
+import yaml
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
@@ -17,6 +21,9 @@ SHARE = get_package_share_directory("hypervla")
 ARGS = {
     "params_file": (os.path.join(SHARE, "config", "hypervla.yaml"), "parameters YAML for every node"),
     "namespace": ("", "namespace of every node, topic and service (e.g. arm1)"),
+    "arms": ("", "comma-separated arm namespaces (arm1,arm2,...): one controller per arm, one shared generator"),
+    "generator": ("true", "start the policy generator (false: it runs on another computer)"),
+    "controller": ("true", "start the controller(s) (false: this computer only generates)"),
     "use_aggregator": ("true", "start a diagnostic_aggregator (needs the diagnostic_aggregator package)"),
     "log_level": ("info", "log level of every node"),
     "sim": ("false", "also start the Meta-World sim bridge"),
@@ -39,6 +46,12 @@ def _value(text: str):
         return text
 
 
+def _generator_service(params_file: str) -> str:
+    with open(params_file) as f:
+        cfg = yaml.safe_load(f) or {}
+    return cfg.get("policy_generator", {}).get("ros__parameters", {}).get("service_name", "hypervla/generate_policy")
+
+
 def _nodes(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGS}
     params, ns = arg["params_file"], arg["namespace"]
@@ -55,17 +68,25 @@ def _nodes(context):
     def overrides(names):
         return {n: _value(arg[n]) for n in names if arg[n] != ""}
 
-    nodes = [
-        Node(package="hypervla_ros", executable="policy_generator", name="policy_generator", namespace=ns,
-             parameters=[params, overrides(GENERATOR_OVERRIDES)], arguments=ros_args, output="screen",
-             on_exit=stop),
-        Node(package="hypervla_ros", executable="policy_controller", name="policy_controller", namespace=ns,
-             parameters=[params, overrides(CONTROLLER_OVERRIDES)], arguments=ros_args, output="screen",
-             on_exit=stop),
-    ]
-    if arg["sim"] == "true":
-        nodes.append(Node(package="hypervla_ros", executable="sim_bridge", name="sim_bridge", namespace=ns,
-                          parameters=[params], arguments=ros_args, output="screen", on_exit=stop))
+    nodes = []
+    if arg["generator"] == "true":
+        nodes.append(Node(package="hypervla_ros", executable="policy_generator", name="policy_generator",
+                          namespace=ns, parameters=[params, overrides(GENERATOR_OVERRIDES)], arguments=ros_args,
+                          output="screen", on_exit=stop))
+    arms = [a.strip().strip("/") for a in arg["arms"].split(",") if a.strip().strip("/")]
+    controller_params = overrides(CONTROLLER_OVERRIDES)
+    if arms:  # every arm asks the one generator, outside the arm's namespace
+        service = _generator_service(params)
+        controller_params["generator_service"] = service if service.startswith("/") else \
+            "/" + "/".join(p for p in (ns.strip("/"), service) if p)
+    for arm_ns in [f"{ns.rstrip('/')}/{a}" for a in arms] or [ns]:
+        if arg["controller"] == "true":
+            nodes.append(Node(package="hypervla_ros", executable="policy_controller", name="policy_controller",
+                              namespace=arm_ns, parameters=[params, controller_params], arguments=ros_args,
+                              output="screen", on_exit=stop))
+        if arg["sim"] == "true":
+            nodes.append(Node(package="hypervla_ros", executable="sim_bridge", name="sim_bridge", namespace=arm_ns,
+                              parameters=[params], arguments=ros_args, output="screen", on_exit=stop))
     if arg["use_aggregator"] == "true":
         nodes.append(Node(package="diagnostic_aggregator", executable="aggregator_node", name="diagnostic_aggregator",
                           namespace=ns, parameters=[os.path.join(SHARE, "config", "diagnostics_analyzers.yaml")],

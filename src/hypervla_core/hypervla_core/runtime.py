@@ -147,21 +147,32 @@ class Generator:
         ckpt.load_state_strict(model, loaded.state, f"checkpoint {folder}")
         return cls(model, language, loaded.model_id, loaded.stats, device)
 
-    @torch.inference_mode()
     def generate(self, instruction: str, first_image: np.ndarray | None = None) -> TaskPolicy:
+        return self.generate_batch([(instruction, first_image)])[0]
+
+    @torch.inference_mode()
+    def generate_batch(self, requests: list[tuple[str, np.ndarray | None]]) -> list[TaskPolicy]:
+        """Several (instruction, first frame or None) in one language-encoder + hypernetwork pass.
+        Each policy equals the one `generate` gives for its request alone (test_generator_batching)."""
         start = time.perf_counter()
-        text = check_instruction(instruction)
+        texts = [check_instruction(text) for text, _ in requests]
+        cfg = self.model.cfg
+        firsts = [None if image is None else image_tensor(image, cfg.image_size, cfg.views) for _, image in requests]
         first = None
-        if first_image is not None:
-            first = image_tensor(first_image, self.model.cfg.image_size, self.model.cfg.views).to(self.device)
-        tokens, mask = self.language([text])
+        if any(f is not None for f in firsts):  # a request without a frame gets the zeros `condition` uses
+            blank = torch.zeros(1, 3, cfg.image_size, cfg.views * cfg.image_size)
+            first = torch.cat([blank if f is None else f for f in firsts]).to(self.device)
+        tokens, mask = self.language(texts)
         task = self.model.condition(tokens, mask, first)
-        tensors = {k: v[0].float().cpu().numpy() for k, v in task.items()}
-        bad = [k for k, v in tensors.items() if not np.isfinite(v).all()]
-        if bad:
-            raise InputError(f"generated tensors hold NaN or inf: {bad[:3]}")
-        return TaskPolicy(
-            tensors=tensors, architecture=self.architecture, instruction=text, model_id=self.model_id,
-            action_mean=self.stats.action_mean, action_std=self.stats.action_std,
-            generation_time_ms=(time.perf_counter() - start) * 1000.0,
-        )
+        elapsed_ms = (time.perf_counter() - start) * 1000.0
+        policies = []
+        for i, text in enumerate(texts):
+            tensors = {k: v[i].float().cpu().numpy() for k, v in task.items()}
+            bad = [k for k, v in tensors.items() if not np.isfinite(v).all()]
+            if bad:
+                raise InputError(f"generated tensors for {text[:60]!r} hold NaN or inf: {bad[:3]}")
+            policies.append(TaskPolicy(
+                tensors=tensors, architecture=self.architecture, instruction=text, model_id=self.model_id,
+                action_mean=self.stats.action_mean, action_std=self.stats.action_std, generation_time_ms=elapsed_ms,
+            ))
+        return policies

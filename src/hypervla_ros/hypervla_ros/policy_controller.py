@@ -29,7 +29,7 @@ from hypervla_msgs.msg import ActionChunk, ControllerStatus, EndEffectorAction
 from hypervla_msgs.srv import GeneratePolicy
 
 from .image_conversion import ImageError, compressed_to_rgb, image_to_rgb, rgb_to_image
-from .node_config import LATCHED, Window, declare, node_defaults, resolve_path, stamp_ns
+from .node_config import GENERATOR_CLIENT, LATCHED, Window, declare, node_defaults, resolve_path, stamp_ns
 from .node_runtime import diagnostics, run
 from .policy_msgs import from_msg
 
@@ -121,7 +121,7 @@ class PolicyControllerNode(Node):
         if self.core.estop_latched:
             self.get_logger().warning("started with the e-stop latched (start_latched): call ~/reset_estop to move")
 
-        self.client = self.create_client(GeneratePolicy, p["generator_service"])
+        self.client = self.create_client(GeneratePolicy, p["generator_service"], qos_profile=GENERATOR_CLIENT)
         if p["camera_topic"]:
             self.create_subscription(Image, p["camera_topic"], self.on_image, qos_profile_sensor_data)
         if p["compressed_camera_topic"]:
