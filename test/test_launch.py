@@ -176,3 +176,67 @@ def test_a_failed_launch_leaves_no_orphan(workspace, tmp_path):
     assert wait_until(lambda: not _suite_processes(workspace), 20), _suite_processes(workspace)
     log = (tmp_path / "launch.log").read_text(errors="replace")
     assert "cannot start" in log, log[-3000:]
+
+
+def test_a_fleet_of_three_arms_shares_one_generator_and_stops_one_arm_alone(ros, workspace, tmp_path):
+    """arms:=arm1,arm2,arm3: three controllers and sim bridges in their namespaces, one generator. Each arm is told
+    a different task at the same moment and runs its own policy; arm2's e-stop stops arm2 only."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from std_msgs.msg import Bool
+
+    from hypervla_msgs.msg import EndEffectorAction
+
+    tasks = {"arm1": "pick up the puck and place it at the goal", "arm2": "close the window", "arm3": "open the door"}
+    proc = _launch(workspace, "arms:=" + ",".join(tasks), cwd=tmp_path)
+    node = Node("fleet_probe")
+    status, actions = {}, {arm: [] for arm in tasks}
+    say, estop = {}, {}
+    for arm in tasks:
+        node.create_subscription(ControllerStatus, f"/{arm}/hypervla/status",
+                                 lambda m, arm=arm: status.__setitem__(arm, m), 10)
+        node.create_subscription(EndEffectorAction, f"/{arm}/hypervla/action",
+                                 lambda m, arm=arm: actions[arm].append(time.monotonic()), 100)
+        say[arm] = node.create_publisher(String, f"/{arm}/hypervla/instruction", LATCHED)
+        estop[arm] = node.create_publisher(Bool, f"/{arm}/hypervla/estop", LATCHED)
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+
+    def spin_until(pred, timeout):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not pred():
+            ex.spin_once(timeout_sec=0.1)
+        return pred()
+
+    try:
+        log = lambda: (tmp_path / "launch.log").read_text(errors="replace")[-3000:]  # noqa: E731
+        assert spin_until(lambda: len(status) == 3 and all(p.get_subscription_count() >= 2 for p in say.values()),
+                          300), (status, log())
+        for arm, text in tasks.items():  # the same moment
+            say[arm].publish(String(data=text))
+        running = lambda: all(status[a].state == ControllerStatus.RUNNING and status[a].instruction == t  # noqa: E731
+                              for a, t in tasks.items())
+        assert spin_until(running, 120), ({a: (s.state_name, s.reason, s.instruction) for a, s in status.items()},
+                                          log())
+        ids = {arm: status[arm].policy_id for arm in tasks}
+        assert len(set(ids.values())) == 3 and all(ids.values()), ids
+
+        seen = {arm: set() for arm in tasks}  # every state each arm reports from the e-stop on
+        estop["arm2"].publish(Bool(data=True))
+        assert spin_until(lambda: status["arm2"].state == ControllerStatus.ESTOP, 10), status["arm2"]
+        t0 = time.monotonic()
+        for _ in range(30):
+            spin_until(lambda: False, 0.1)
+            for arm in tasks:
+                seen[arm].add(status[arm].state)
+        assert seen["arm2"] == {ControllerStatus.ESTOP}
+        assert sum(t > t0 + 0.3 for t in actions["arm2"]) == 0  # after commands in flight, none
+        for arm in ("arm1", "arm3"):  # running, or holding at its episode's end: never latched by arm2's e-stop
+            assert ControllerStatus.ESTOP not in seen[arm], (arm, seen[arm], status[arm].reason)
+            assert status[arm].policy_id == ids[arm]
+    finally:
+        ex.remove_node(node)
+        node.destroy_node()
+        assert rclpy.ok()
+        assert _stop(proc, workspace) == 0
