@@ -18,11 +18,13 @@ NODES = {"generator": "policy_generator", "controller": "policy_controller", "si
 
 
 class Stack:
-    """Start, restart and stop node processes; stdout/stderr go to log files."""
+    """Start, restart and stop node processes; stdout/stderr go to log files. `prefix` goes before each command
+    (`ip netns exec NS`: the nodes on another simulated host)."""
 
-    def __init__(self, config: str | None = None, log_dir: str = "log/bringup", env: dict | None = None):
+    def __init__(self, config: str | None = None, log_dir: str = "log/bringup", env: dict | None = None,
+                 prefix: list[str] | None = None):
         self.config = str(config or config_path())
-        self.log_dir = log_dir
+        self.log_dir, self.prefix = log_dir, list(prefix or [])
         self.env = {**os.environ, "HYPERVLA_CONFIG": self.config, **(env or {})}
         self.procs: dict[str, subprocess.Popen] = {}
         os.makedirs(log_dir, exist_ok=True)
@@ -32,7 +34,7 @@ class Stack:
             module = NODES[name]
             log = open(os.path.join(self.log_dir, f"{module}.log"), "ab")
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", f"hypervla_ros.{module}", "--ros-args", "--params-file", self.config],
+                [*self.prefix, sys.executable, "-m", f"hypervla_ros.{module}", "--ros-args", "--params-file", self.config],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 
