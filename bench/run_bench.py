@@ -333,6 +333,98 @@ def ros_bench(hyper_ckpt, tmp: pathlib.Path, seconds: float) -> dict:
     return res
 
 
+def generation_throughput(hyper_ckpt, tmp: pathlib.Path) -> dict:
+    """GeneratePolicy through DDS at 1, 8, 32 and 64 concurrent clients (each a new instruction: no cache),
+    batched (config max_batch) against one at a time (max_batch 1), in this run. Per level about 64 policies."""
+    import rclpy
+    from hypervla_ros.bringup import Stack
+    from hypervla_ros.node_config import GENERATOR_CLIENT
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from ros_helpers import write_config
+
+    from hypervla_msgs.srv import GeneratePolicy
+
+    batch = CONFIG["policy_generator"]["ros__parameters"]["max_batch"]
+    out = {}
+    rclpy.init()
+    node = Node("bench_fleet")
+    clients = [node.create_client(GeneratePolicy, "/hypervla/generate_policy", qos_profile=GENERATOR_CLIENT)
+               for _ in range(64)]
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+    try:
+        for mode, max_batch in (("batched", batch), ("one_at_a_time", 1)):
+            config = write_config(tmp, hyper_ckpt, policy_generator={"max_batch": max_batch, "max_queued": 1000})
+            with Stack(config, log_dir=str(tmp / f"logs-gen-{mode}")) as stack:
+                stack.start("generator")
+                end = time.monotonic() + 120
+                while time.monotonic() < end and not all(c.service_is_ready() for c in clients):
+                    ex.spin_once(timeout_sec=0.1)
+                out[mode] = {}
+                for conc in (1, 8, 32, 64):
+                    lat, t0 = [], time.perf_counter()
+                    for r in range(max(1, 64 // conc)):
+                        done, sent = [], time.perf_counter()
+                        for i in range(conc):
+                            req = GeneratePolicy.Request(instruction=f"open the drawer {mode} {conc} {r} {i}")
+                            clients[i].call_async(req).add_done_callback(lambda f: done.append(time.perf_counter()))
+                        while len(done) < conc and time.perf_counter() - sent < 120:
+                            ex.spin_once(timeout_sec=0.01)
+                        lat += [(t - sent) * 1000 for t in done]
+                    wall = time.perf_counter() - t0
+                    out[mode][str(conc)] = {**stats(lat), "policies_per_s": round(len(lat) / wall, 2)}
+    finally:
+        ex.remove_node(node)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    out["max_batch"] = batch
+    return out
+
+
+def amortized_step(results: dict, twin, hz: float = 50.0) -> dict:
+    """Cost per control step including generation, for a task switch every 1, 10 and 100 s at `hz`: the step p50
+    (64 px, 1 thread, the controller's engine) plus one generation (p50) spread over the steps of a task."""
+    gen = {"hypervla": results["generation_ms"]["p50"], "monolithic": stats(generation_latency(twin, 20))["p50"]}
+    step = {k: results["step_latency_ms"][k]["p50"] for k in gen}
+    table = {k: {f"{period}s": round(step[k] + gen[k] / (period * hz), 4) for period in (1, 10, 100)} for k in gen}
+    return {"rate_hz": hz, "step_ms_p50": step, "generation_ms_p50": gen, "per_step_ms": table,
+            "ratio_monolithic_over_hypervla": {p: round(table["monolithic"][p] / table["hypervla"][p], 2)
+                                               for p in table["hypervla"]}}
+
+
+def link_bench(hyper_ckpt, tmp: pathlib.Path, seconds: float) -> dict:
+    """The generator on another host (network namespaces + veth, test/two_hosts.py): camera -> action and the bare
+    echo with the camera on the generator's side, and the policy switch, every message over the UDP link."""
+    from hypervla_ros.bringup import Stack
+    from ros_helpers import write_config
+    from two_hosts import HostPair, available
+
+    if available():
+        return {"skipped": available()}
+    config = write_config(tmp, hyper_ckpt)
+    with HostPair() as hosts:
+        gen = Stack(config, log_dir=str(tmp / "link-gen"), env=hosts.env("gen"), prefix=hosts.prefix("gen"))
+        robot = Stack(config, log_dir=str(tmp / "link-robot"), env=hosts.env("robot"), prefix=hosts.prefix("robot"))
+        with gen, robot:
+            gen.start("generator")
+            robot.start("controller")
+            echo = subprocess.Popen([*hosts.prefix("robot"), sys.executable, str(ROOT / "bench" / "echo_node.py")],
+                                    env={**os.environ, **hosts.env("robot")})
+            try:
+                out = subprocess.run([*hosts.prefix("gen"), sys.executable, str(ROOT / "test" / "link_probe.py"),
+                                      "bench", "--seconds", str(seconds), "--switches", "6"],
+                                     env={**os.environ, **hosts.env("gen")}, capture_output=True, text=True, timeout=600)
+            finally:
+                echo.terminate()
+                echo.wait(10)
+    if out.returncode:
+        raise RuntimeError(f"link probe failed: {out.stderr[-2000:]}")
+    res = json.loads(out.stdout.splitlines()[-1])
+    res["overhead_ratio_p50"] = round(res["camera_to_action_ms"]["p50"] / res["transport_ms"]["p50"], 2)
+    return res
+
+
 # ------------------------------------------------------------------------------------------------ report
 
 
@@ -420,6 +512,40 @@ def render(results: dict, path: pathlib.Path) -> None:
             "under it never answers, and it kept a core busy); TorchScript tracing (about 15 % on the step, and "
             "deprecated); channels-last memory format (under 10 % on the encoder).",
         ]
+    a = results["amortized_step_ms"]
+    lines += [
+        "", f"## Cost per control step including generation ({a['rate_hz']:.0f} Hz, in process)", "",
+        f"Step p50 (64 px, 1 thread, {results['step_backend']}) plus one generation p50 spread over the steps of a task: "
+        f"HyperVLA step {a['step_ms_p50']['hypervla']} ms + generation {a['generation_ms_p50']['hypervla']} ms, "
+        f"twin step {a['step_ms_p50']['monolithic']} ms + instruction encoding {a['generation_ms_p50']['monolithic']} ms.", "",
+        "| task switch every | HyperVLA ms/step | monolithic twin ms/step | twin / HyperVLA |", "|---|---|---|---|",
+        *[f"| {p} | {a['per_step_ms']['hypervla'][p]} | {a['per_step_ms']['monolithic'][p]} | "
+          f"{a['ratio_monolithic_over_hypervla'][p]}x |" for p in a["per_step_ms"]["hypervla"]],
+    ]
+    if "generation_throughput" in results:
+        g, link = results["generation_throughput"], results["over_link"]
+        lines += [
+            "", "## Many robots, one generator", "",
+            f"GeneratePolicy through DDS from N concurrent clients, each a new instruction (no cache hits), about 64 "
+            f"policies per row; batched (`max_batch: {g['max_batch']}`) and one at a time (`max_batch: 1`) in this run. "
+            "Latency is request -> answer at the client.", "",
+            "| clients | batched policies/s | batched p50 / p99 ms | one at a time policies/s | one at a time p50 / p99 ms |",
+            "|---|---|---|---|---|",
+            *[f"| {c} | {g['batched'][c]['policies_per_s']} | {g['batched'][c]['p50']} / {g['batched'][c]['p99']} | "
+              f"{g['one_at_a_time'][c]['policies_per_s']} | {g['one_at_a_time'][c]['p50']} / {g['one_at_a_time'][c]['p99']} |"
+              for c in ("1", "8", "32", "64")], "",
+        ]
+        if "skipped" in link:
+            lines += [f"Over a UDP link: not measured ({link['skipped']})."]
+        else:
+            c, t, sw = link["camera_to_action_ms"], link["transport_ms"], link["policy_switch_ms"]
+            lines += [
+                "Generator on another host (two network namespaces joined by a veth pair, every message over UDP; "
+                "test/two_hosts.py): camera on the generator's side, controller on the robot's. "
+                f"Camera (128x128) -> action p50 {c['p50']} / p99 {c['p99']} ms against bare transport p50 {t['p50']} / "
+                f"p99 {t['p99']} ms (ratio {link['overhead_ratio_p50']}x; dropped {c['dropped']} / {t['dropped']}); "
+                f"policy switch p50 {sw.get('p50')} / p99 {sw.get('p99')} ms ({sw.get('n')} switches).",
+            ]
     if "reference" in results:
         ref = results["reference"]
         lines += [
@@ -451,8 +577,11 @@ def main() -> int:
                f"torch {torch.__version__}", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     results.update(core_bench(args.checkpoint, twin, tmp, iters))
     results["reference"] = reference_bench(tmp, iters)
+    results["amortized_step_ms"] = amortized_step(results, twin)
     if not args.skip_ros:
         results.update(ros_bench(args.checkpoint, tmp, 10.0 if args.full else 4.0))
+        results["generation_throughput"] = generation_throughput(args.checkpoint, tmp)
+        results["over_link"] = link_bench(args.checkpoint, tmp, 10.0 if args.full else 4.0)
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2))
     render(results, ROOT / "docs" / "benchmarks.md")
     print(json.dumps({k: results[k] for k in ("step_latency_ms", "activated_params", "ratios", "generation_ms")}, indent=2))
