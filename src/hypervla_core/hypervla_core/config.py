@@ -88,6 +88,8 @@ class TrainConfig:
     # Blend each sample's instruction tokens with another sample's by a weight drawn from [0, this]; the
     # action label stays the sample's own, so where the words are ambiguous the first frame must decide.
     instruction_mix: float = 0.0
+    # Training phrasings made by rule (config/tasks.yaml templates), this many more per task; 0 = only `train`.
+    template_phrasings: int = 0
     threads: int = 2
 
     @classmethod

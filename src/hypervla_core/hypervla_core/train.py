@@ -26,6 +26,7 @@ from .config import ModelConfig, TrainConfig
 from .data import DemoDataset
 from .encoders import LanguageEncoder, join_views, preprocess_images, split_views
 from .model import VLA
+from .phrasings import training_phrasings
 from .sim import camera_views, load_tasks
 
 
@@ -77,8 +78,8 @@ class Trainer:
         torch.manual_seed(train_cfg.seed + self.rank)
         if train_cfg.threads:
             torch.set_num_threads(train_cfg.threads)
-        tasks = load_tasks(tasks_file)["tasks"] if phrasings else {}
-        table = {t: v.get(phrasings, []) for t, v in tasks.items()} if phrasings else None
+        table = training_phrasings(load_tasks(tasks_file), phrasings, train_cfg.template_phrasings,
+                                   train_cfg.seed) if phrasings else None
         self.data = DemoDataset(data_paths, model_cfg.action_horizon, phrasings=table)
         if self.data.camera:  # gen-data's files say how many views each frame tiles; the model must take as many
             views = len(camera_views(self.data.camera, {}))

@@ -58,7 +58,7 @@ class PolicyGeneratorNode(Node):
                                + (f"signing with key {self.signer}" if self.key else "policies are NOT signed"))
         self.server = PolicyServer(self.generator, ServeConfig(
             cache_size=self.p["cache_size"], max_queued=self.p["max_queued"], max_batch=self.p["max_batch"]))
-        self.rejected = 0
+        self.rejected, self.closing = 0, False
         self.worker = threading.Thread(target=self.server.serve_forever, name="generation", daemon=True)
         self.worker.start()
         # The default service QoS keeps 10 requests: a burst of 50 lost most of them without a word.
@@ -105,8 +105,9 @@ class PolicyGeneratorNode(Node):
             return
 
         def done(f, response=response, header=header):  # on the worker thread: hand over to the executor's
-            self.ready.put((response, header, f))
-            self.wake.trigger()
+            if not self.closing:  # the executor no longer spins: nothing can be sent
+                self.ready.put((response, header, f))
+                self.wake.trigger()
 
         future.add_done_callback(done)
 
@@ -154,6 +155,7 @@ class PolicyGeneratorNode(Node):
         self.diag_pub.publish(msg)
 
     def close(self):
+        self.closing = True
         self.server.close()
         self.worker.join(5.0)
 

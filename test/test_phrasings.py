@@ -1,0 +1,63 @@
+"""The wide held-out phrasing set stays out of training: templates by rule, evaluation sentences dropped."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+from hypervla_core.config import ModelConfig, TrainConfig
+from hypervla_core.phrasings import evaluation_phrasings, expand, normalize, training_phrasings
+from hypervla_core.sim import load_tasks
+from hypervla_core.train import Trainer
+
+
+def test_wide_set_has_eight_new_phrasings_per_mt10_task():
+    table = load_tasks()
+    seen = {}
+    for task in table["suites"]["mt10"]:
+        spec = table["tasks"][task]
+        wide = [normalize(p) for p in spec["wide"]]
+        assert len(set(wide)) == len(wide) >= 8, task
+        others = {normalize(p) for key in ("train", "heldout") for p in spec.get(key, [])}
+        assert not others & set(wide), (task, others & set(wide))
+        for p in wide:
+            assert seen.setdefault(p, task) == task, f"{p!r} is a wide phrasing of {seen[p]} and {task}"
+
+
+def test_templates_expand_and_never_produce_an_evaluation_phrasing():
+    assert expand(["{v} the {o}", "{v} it"], {"v": ["push", "Slide"], "o": ["puck", "block"]}) == \
+        ["push the puck", "push the block", "slide the puck", "slide the block", "push it", "slide it"]
+    with pytest.raises(ValueError, match="no words for"):
+        expand(["{verb} the puck"], {})
+    table = load_tasks()
+    held = evaluation_phrasings(table["tasks"])
+    assert {normalize(p) for t in table["tasks"].values() for p in t.get("wide", [])} <= held
+    made = training_phrasings(table, per_task=300, seed=0)
+    for task in table["suites"]["mt10"]:
+        assert len(made[task]) > 50, task  # rule-made phrasings are there ...
+        assert not {normalize(p) for p in made[task]} & held, task  # ... and no evaluation sentence among them
+        train = table["tasks"][task]["train"]
+        fresh = [p for p in expand(table["tasks"][task]["templates"], table["words"])
+                 if p not in held and p not in {normalize(t) for t in train}]
+        assert made[task][:len(train)] == train and len(made[task]) == len(train) + min(300, len(fresh))
+    assert training_phrasings(table, per_task=300, seed=0) == made  # seeded: the same set every time
+    bad = {"tasks": {"a": {"train": ["push it"], "heldout": ["push it"]}}}
+    with pytest.raises(ValueError, match="also evaluation phrasings"):
+        training_phrasings(bad)
+
+
+def test_trainer_sees_template_phrasings_but_no_evaluation_phrasing(tmp_path):
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "window-open-v3.hdf5", "w") as f:  # its templates make 75, 4 of them wide ones
+        f.create_group("data").attrs["problem_info"] = json.dumps({"language_instruction": "open the window"})
+        for k in range(2):
+            n = 6
+            f.create_dataset(f"data/demo_{k}/obs/agentview_rgb", data=rng.integers(0, 256, (n, 32, 32, 3), np.uint8))
+            f.create_dataset(f"data/demo_{k}/obs/proprio", data=rng.normal(0, 1, (n, 4)).astype(np.float32))
+            f.create_dataset(f"data/demo_{k}/actions", data=rng.normal(0, 0.01, (n, 7)).astype(np.float32))
+    trainer = Trainer(ModelConfig(image_size=32, hn_layers=1, base_layers=1),
+                      TrainConfig(steps=1, batch_size=4, template_phrasings=1000, threads=1), [str(tmp_path)],
+                      str(tmp_path / "out"))
+    pool = {normalize(p) for p in trainer.lang_cache}
+    spec = load_tasks()["tasks"]["window-open-v3"]
+    assert {normalize(p) for p in spec["train"]} <= pool and len(pool) > len(spec["train"]) + 50
+    assert not pool & evaluation_phrasings(load_tasks()["tasks"])
