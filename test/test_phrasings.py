@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 from hypervla_core.config import ModelConfig, TrainConfig
-from hypervla_core.phrasings import evaluation_phrasings, expand, normalize, training_phrasings
+from hypervla_core.phrasings import NearMatcher, evaluation_phrasings, expand, normalize, training_phrasings
 from hypervla_core.sim import load_tasks
 from hypervla_core.train import Trainer
 
@@ -28,16 +28,23 @@ def test_templates_expand_and_never_produce_an_evaluation_phrasing():
         ["push the puck", "push the block", "slide the puck", "slide the block", "push it", "slide it"]
     with pytest.raises(ValueError, match="no words for"):
         expand(["{verb} the puck"], {})
+    near = NearMatcher(["bring your hand to the goal spot"])
+    for close in ("Bring your hand to the goal  spot", "bring the hand to the goal spot", "bring hand to the goal spot",
+                  "bring your robot hand to the goal spot"):
+        assert close in near, close
+    for far in ("bring the robot hand to the goal spot", "move the hand to the target", "bring your hand"):
+        assert far not in near, far
     table = load_tasks()
     held = evaluation_phrasings(table["tasks"])
+    near = NearMatcher(held)
     assert {normalize(p) for t in table["tasks"].values() for p in t.get("wide", [])} <= held
     made = training_phrasings(table, per_task=300, seed=0)
     for task in table["suites"]["mt10"]:
-        assert len(made[task]) > 50, task  # rule-made phrasings are there ...
-        assert not {normalize(p) for p in made[task]} & held, task  # ... and no evaluation sentence among them
+        assert len(made[task]) > 40, task  # rule-made phrasings are there ...
+        assert not [p for p in made[task][3:] if p in near], task  # ... and none within a word of an evaluation one
         train = table["tasks"][task]["train"]
         fresh = [p for p in expand(table["tasks"][task]["templates"], table["words"])
-                 if p not in held and p not in {normalize(t) for t in train}]
+                 if p not in near and p not in {normalize(t) for t in train}]
         assert made[task][:len(train)] == train and len(made[task]) == len(train) + min(300, len(fresh))
     assert training_phrasings(table, per_task=300, seed=0) == made  # seeded: the same set every time
     bad = {"tasks": {"a": {"train": ["push it"], "heldout": ["push it"]}}}
@@ -47,7 +54,7 @@ def test_templates_expand_and_never_produce_an_evaluation_phrasing():
 
 def test_trainer_sees_template_phrasings_but_no_evaluation_phrasing(tmp_path):
     rng = np.random.default_rng(0)
-    with h5py.File(tmp_path / "window-open-v3.hdf5", "w") as f:  # its templates make 75, 4 of them wide ones
+    with h5py.File(tmp_path / "window-open-v3.hdf5", "w") as f:  # its templates make 75, some near wide ones
         f.create_group("data").attrs["problem_info"] = json.dumps({"language_instruction": "open the window"})
         for k in range(2):
             n = 6
@@ -59,5 +66,5 @@ def test_trainer_sees_template_phrasings_but_no_evaluation_phrasing(tmp_path):
                       str(tmp_path / "out"))
     pool = {normalize(p) for p in trainer.lang_cache}
     spec = load_tasks()["tasks"]["window-open-v3"]
-    assert {normalize(p) for p in spec["train"]} <= pool and len(pool) > len(spec["train"]) + 50
+    assert {normalize(p) for p in spec["train"]} <= pool and len(pool) > len(spec["train"]) + 30
     assert not pool & evaluation_phrasings(load_tasks()["tasks"])

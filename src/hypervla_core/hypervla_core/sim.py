@@ -56,7 +56,7 @@ def task_for_instruction(instruction: str, path=None) -> str | None:
     tasks = load_tasks(path)["tasks"]
     best, best_score = None, 0.0
     for task, ph in tasks.items():
-        for p in ph["train"] + ph.get("heldout", []):
+        for p in ph["train"] + ph.get("heldout", []) + ph.get("wide", []):
             if p.lower() == text:
                 return task
             a, b = set(p.lower().split()), set(text.split())
