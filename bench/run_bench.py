@@ -12,6 +12,7 @@ import pathlib
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -113,17 +114,18 @@ def core_bench(hyper_ckpt, mono_ckpt, tmp: pathlib.Path, iters: int) -> dict:
                                                       / detail["hypervla/64px/1t/onnxruntime"]["p50"], 2),
     }
     res["generation_ms"] = stats(generation_latency(hyper_ckpt, max(20, iters // 10)))
-    res["policy_signature_ms"] = signature_cost(hyper_ckpt, tmp, iters)
+    res["policy_signature_ms"] = signature_cost(hyper_ckpt, iters)
     return res
 
 
-def signature_cost(folder, tmp: pathlib.Path, iters: int) -> dict:
+def signature_cost(folder, iters: int) -> dict:
     """What signing adds to a policy switch: sign on the generator, verify on the controller (the control
     step itself never touches the signature)."""
     from hypervla_core import signing
 
-    key_file, _ = signing.keygen(tmp / "bench_key")
-    key, trusted = signing.load_private(key_file), signing.load_trusted(tmp / "bench_key.pub")
+    with tempfile.TemporaryDirectory() as keys:  # a fresh pair each run (keygen never overwrites)
+        key_file, _ = signing.keygen(pathlib.Path(keys) / "bench_key")
+        key, trusted = signing.load_private(key_file), signing.load_trusted(pathlib.Path(keys) / "bench_key.pub")
     policy = Generator.load(folder).generate("open the drawer")
     sign, verify = [], []
     for _ in range(iters):
@@ -288,7 +290,7 @@ def ros_bench(hyper_ckpt, tmp: pathlib.Path, seconds: float) -> dict:
                         # policy switch: instruction published -> first action from the new policy
                         switch = []
                         for i in range(6 if seconds < 5 else 20):
-                            old = probe.latest_status().policy_id
+                            old = probe.actions[-1][1].policy_id  # the policy moving the arm now (status lags)
                             t0 = time.monotonic()
                             probe.say(["close the window", "open the drawer", "push the puck to the goal"][i % 3] + f" #{i}")
                             ok = wait_until(lambda: (bench.frame(rgb["128x128"], bench.cam) and False) or any(
