@@ -137,6 +137,37 @@ def test_stall_holds_until_every_safety_input_is_heard_afresh():
     assert c.step()[0] == ESTOP
 
 
+class StallingPolicy(ScriptedPolicy):
+    """The process is stopped while the policy runs (SIGSTOP, swapped out): the clock jumps inside the step."""
+
+    def __init__(self, clock, ms):
+        super().__init__("S")
+        self.clock, self.ms = clock, ms
+
+    def step_with_chunk(self, image, proprio):
+        self.clock.advance(self.ms)
+        return super().step_with_chunk(image, proprio)
+
+
+def test_a_stall_during_the_policy_step_publishes_nothing_from_it():
+    c, clock = make(stall_periods=5.0)
+    c.on_instruction("S")
+    c.on_frame("img", clock())
+    req = c.request(True)
+    assert c.on_policy(req.seq, StallingPolicy(clock, 2))  # 2 ms: a normal step
+    state, _, cmd = frame_and_step(c, clock)
+    assert state == RUNNING and cmd is not None and not cmd.stop
+    c.policy.ms = 3000  # stopped for 3 s in the middle of the step
+    state, reason, cmd = frame_and_step(c, clock)
+    assert state == STALE and "during the policy step" in reason
+    assert cmd is None or cmd.stop  # a stop at most, never the motion computed from before the stall
+    c.policy.ms = 2
+    state, reason, cmd = c.step()  # the frame it had is from before the stall: still held
+    assert state == STALE and "stall" in reason and (cmd is None or cmd.stop)
+    state, _, cmd = frame_and_step(c, clock)  # a frame captured after the stall: moves again
+    assert state == RUNNING and cmd is not None and not cmd.stop
+
+
 def test_stall_without_a_periodic_estop_waits_for_a_fresh_frame():
     c, clock = make()
     run_policy(c, clock)

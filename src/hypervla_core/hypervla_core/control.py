@@ -305,6 +305,9 @@ class Controller:
             action = self.safety(raw)
         except Exception as exc:  # NaN, bad proprio: no motion from this frame, say why
             return FAULT, f"policy step failed: {exc}", self._stop(now)
+        self._now()  # the process stalled while the policy ran (SIGSTOP, swapped out): its inputs are old now
+        if self.resume_ns is not None and self.resume_ns > now:
+            return STALE, f"held: the loop stalled {self.stall_s:.2f} s during the policy step", self._stop(now)
         if action is None:  # limits lowered below the last command: stop, then ramp up under the new ones
             return state, reason, self._stop(now)
         self.moving, self.last_gripper = True, float(action[6])
