@@ -153,7 +153,8 @@ class Generator:
     @torch.inference_mode()
     def generate_batch(self, requests: list[tuple[str, np.ndarray | None]]) -> list[TaskPolicy]:
         """Several (instruction, first frame or None) in one language-encoder + hypernetwork pass.
-        Each policy equals the one `generate` gives for its request alone (test_generator_batching)."""
+        Each policy equals the one `generate` gives for its request alone to float32 rounding (batched matrix
+        products round differently in the last bits, so the policy ids differ; test_generator_serving)."""
         start = time.perf_counter()
         texts = [check_instruction(text) for text, _ in requests]
         cfg = self.model.cfg
