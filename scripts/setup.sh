@@ -11,7 +11,7 @@ command -v "$PY" >/dev/null || PY=python3
 stamp_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
 
 # 1. Virtual environment and pinned dependencies.
-req_stamp=$(stamp_of requirements.txt src/hypervla_core/setup.py)
+req_stamp=$(stamp_of requirements.txt requirements-libero.txt src/hypervla_core/setup.py)
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
   "$PY" -m venv "$VENV"
@@ -20,6 +20,9 @@ if [ "$(cat "$VENV/.req-stamp" 2>/dev/null)" != "$req_stamp" ]; then
   echo "[setup] installing pinned dependencies (first run: about 2 minutes)"
   # pip's notes about missing local wheel folders are noise here; real errors still fail the step.
   "$VENV/bin/pip" install --disable-pip-version-check -q -r requirements.txt 2> >(grep -v "^WARNING: Location" >&2)
+  # LIBERO pins opencv<5, numpy<2 and an older mujoco in its metadata but runs with the versions above:
+  # installed without its dependency pins (test_libero_bridge checks it loads and steps).
+  "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps -r requirements-libero.txt 2> >(grep -v "^WARNING: Location" >&2)
   "$VENV/bin/python" scripts/fix_ros_wheel_cmake.py
   echo "$req_stamp" > "$VENV/.req-stamp"
 fi

@@ -75,8 +75,9 @@ class Command:
 
 
 class Controller:
-    def __init__(self, cfg: ControlConfig, clock):
+    def __init__(self, cfg: ControlConfig, clock, cameras=None):
         self.cfg, self.clock = cfg, clock
+        self.cameras = cameras  # a cameras.CameraSet when the views come on separate topics (on_camera)
         self.safety = SafetyFilter(cfg.limits)
         self.instruction, self.instruction_seq, self.instruction_ns = "", 0, 0
         self.policy, self.policy_seq = None, 0  # the active policy and the instruction it answers
@@ -113,6 +114,8 @@ class Controller:
             self.resume_ns, self.stall_s = now, (now - last) / S
             if now < last:  # the clock restarted (simulation reset): order and freshness restart with it
                 self.frame, self.used_stamp, self.token_ns = None, None, None
+                if self.cameras is not None:
+                    self.cameras.clear()
                 self.proprio = self.heartbeat_ns = self.estop_heard_ns = None
         self.last_seen_ns = now
         return now
@@ -131,6 +134,16 @@ class Controller:
                              "before the newest frame): refused")
         self.frame_seq += 1
         self.frame = Frame(image, stamp_ns, now, self.frame_seq)
+
+    def on_camera(self, name: str, image, stamp_ns: int) -> bool:
+        """One camera's frame (views on separate topics): it becomes the frame when it completes a set.
+        Returns True when it did. Raises ValueError for a frame that must not be used."""
+        if stamp_ns == 0 and self.cfg.trust_arrival_time:
+            stamp_ns = self._now()
+        complete = self.cameras.add(name, image, stamp_ns, self._now())
+        if complete is not None:
+            self.on_frame(*complete)
+        return complete is not None
 
     def on_proprio(self, values: np.ndarray) -> None:
         self.proprio = (values, self._now())
@@ -250,11 +263,12 @@ class Controller:
                 return STALE, f"holding after a {self.stall_s:.2f} s loop stall until heard afresh: {', '.join(missing)}"
             self.resume_ns = None
         limit = cfg.max_image_age_s * S
-        if self.frame is None:
-            return STALE, "no camera frame"
+        if self.frame is None or now - self.frame.stamp_ns > limit:
+            detail = self.cameras.reason(now, limit) if self.cameras is not None else ""
+            if self.frame is None:
+                return STALE, detail or "no camera frame"
+            return STALE, detail or f"camera frame {(now - self.frame.stamp_ns) / 1e6:.0f} ms old"
         age = now - self.frame.stamp_ns
-        if age > limit:
-            return STALE, f"camera frame {age / 1e6:.0f} ms old"
         if -age > limit:  # stamped ahead of our clock: the clocks disagree, trust neither
             return STALE, f"camera frame stamped {-age / 1e6:.0f} ms in the future (clock mismatch)"
         if cfg.require_proprio and (self.proprio is None or now - self.proprio[1] > limit):

@@ -11,7 +11,7 @@ from collections import deque
 
 import numpy as np
 import yaml
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 # Instruction, e-stop and episode events: the last message reaches subscribers that join later.
@@ -80,13 +80,16 @@ def declare(node, schema: dict[str, tuple], defaults: dict, dynamic: tuple[str, 
             raise KeyError(f"parameter {node.get_name()}.{name} has no default in {config_path()}")
         default = defaults[name]
         desc = ParameterDescriptor(description=description, read_only=name not in dynamic)
+        if isinstance(default, list) and all(isinstance(v, str) for v in default):
+            desc.type = ParameterType.PARAMETER_STRING_ARRAY  # an empty list has no type of its own
         if bounds is not None:
             lo, hi = bounds
             if isinstance(default, float):
                 desc.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
             elif isinstance(default, int) and not isinstance(default, bool):
                 desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
-        values[name] = node.declare_parameter(name, default, desc).value
+        value = node.declare_parameter(name, default, desc).value
+        values[name] = [] if value is None and isinstance(default, list) else value  # a params file's [] is unset
     return values
 
 

@@ -14,6 +14,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TwistStamped
 from hypervla_core import control, signing
+from hypervla_core.cameras import CameraSet
 from hypervla_core.control import STATE_NAMES, ControlConfig, Controller
 from hypervla_core.runtime import Runtime, check_instruction
 from hypervla_core.safety import SafetyLimits
@@ -40,7 +41,9 @@ assert (S.IDLE, S.WAITING_POLICY, S.RUNNING, S.STALE, S.ESTOP, S.FAULT) == (
 SCHEMA = {
     "checkpoint": ("checkpoint folder; only its runtime part (vision encoder, base policy) is loaded", None),
     "control_rate_hz": ("control-loop timer rate", (1.0, 1000.0)),
-    "camera_topic": ("sensor_msgs/Image input ('' = off)", None),
+    "camera_topic": ("sensor_msgs/Image input, all views in one image side by side ('' = off)", None),
+    "camera_topics": ("sensor_msgs/Image inputs, one per view in the checkpoint's view order ([] = camera_topic)", None),
+    "max_camera_skew_s": ("with camera_topics: the frames of one step lie within this of each other", (0.0, 1.0)),
     "compressed_camera_topic": ("sensor_msgs/CompressedImage input ('' = off)", None),
     "instruction_topic": ("std_msgs/String task instruction (reliable, transient local)", None),
     "proprio_topic": ("sensor_msgs/JointState proprio input, positions used in order ('' = off)", None),
@@ -93,6 +96,12 @@ class PolicyControllerNode(Node):
             torch.set_num_threads(p["torch_threads"])
         self.runtime = Runtime.load(resolve_path(p["checkpoint"]), backend=p["backend"])
         mcfg = self.runtime.model.cfg
+        cameras = None
+        if p["camera_topics"]:
+            if len(p["camera_topics"]) != mcfg.views:
+                raise ValueError(f"camera_topics lists {len(p['camera_topics'])} cameras; the checkpoint takes "
+                                 f"{mcfg.views} views")
+            cameras = CameraSet(list(p["camera_topics"]), mcfg.image_size, p["max_camera_skew_s"])
         self.core = Controller(ControlConfig(
             control_rate_hz=p["control_rate_hz"], max_image_age_s=p["max_image_age_s"],
             require_proprio=p["require_proprio"], heartbeat_timeout_s=p["heartbeat_timeout_s"],
@@ -104,7 +113,7 @@ class PolicyControllerNode(Node):
             first_frame_required=(mcfg.model_type == "hypervla" and mcfg.use_first_frame
                                   and not p["allow_no_first_frame"]),
             first_frame_wait_s=p["first_frame_wait_s"],
-            limits=SafetyLimits(p["max_translation"], p["max_rotation"], p["max_step_change"])), self.now_ns)
+            limits=SafetyLimits(p["max_translation"], p["max_rotation"], p["max_step_change"])), self.now_ns, cameras)
         self.period_ns = self.core.cfg.period_ns
         self.trusted = signing.load_trusted(resolve_path(p["trusted_keys_file"])) if p["require_signed_policies"] else None
         if self.trusted is None:
@@ -122,7 +131,9 @@ class PolicyControllerNode(Node):
             self.get_logger().warning("started with the e-stop latched (start_latched): call ~/reset_estop to move")
 
         self.client = self.create_client(GeneratePolicy, p["generator_service"], qos_profile=GENERATOR_CLIENT)
-        if p["camera_topic"]:
+        for topic in p["camera_topics"]:
+            self.create_subscription(Image, topic, lambda m, t=topic: self.on_camera(t, m), qos_profile_sensor_data)
+        if p["camera_topic"] and not p["camera_topics"]:
             self.create_subscription(Image, p["camera_topic"], self.on_image, qos_profile_sensor_data)
         if p["compressed_camera_topic"]:
             self.create_subscription(CompressedImage, p["compressed_camera_topic"], self.on_compressed,
@@ -176,6 +187,15 @@ class PolicyControllerNode(Node):
             self._reject(what, exc)
             return
         if self.p["act_on_frame"]:  # lowest latency: act now; the timer still runs watchdog and status
+            self._step()
+
+    def on_camera(self, topic: str, msg: Image) -> None:
+        try:
+            complete = self.core.on_camera(topic, image_to_rgb(msg), stamp_ns(msg.header.stamp))
+        except (ImageError, ValueError) as exc:
+            self._reject(f"camera {topic}", exc)
+            return
+        if complete and self.p["act_on_frame"]:
             self._step()
 
     def on_image(self, msg: Image) -> None:

@@ -1,0 +1,187 @@
+"""LIBERO's Franka Panda (robosuite, operational-space control) as a 7-DoF arm with several cameras.
+
+One scene per suite: in LIBERO-Goal all ten tasks share the same objects, fixtures and initial-state
+distribution and differ only in their goal predicates, so one environment serves every task and switching
+task swaps the goal (no 20 s reload). Actions are in our units (metres and radians per step, roll-pitch-yaw
+in the base frame, gripper 0 open .. 1 closed) and are converted to the OSC controller's normalized input.
+Rendering is made cheap once: shadows and reflections off, only the cameras asked for, one renderer reused.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# robosuite's default OSC_POSE controller maps an input of 1 to these per-step deltas (output_max).
+MAX_TRANSLATION = 0.05  # metres per step
+MAX_ROTATION = 0.5  # radians per step
+JOINT_NAMES = tuple(f"panda_joint{i}" for i in range(1, 8)) + ("panda_finger_joint1", "panda_finger_joint2")
+CAMERAS = ("agentview", "robot0_eye_in_hand")
+
+
+def _configure() -> None:
+    """LIBERO reads its paths from LIBERO_CONFIG_PATH; point it at a folder we own (no interactive prompt,
+    no write under the home directory)."""
+    if "LIBERO_CONFIG_PATH" not in os.environ:
+        path = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "hypervla" / "libero"
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ["LIBERO_CONFIG_PATH"] = str(path)
+
+
+def normalize(text: str) -> str:
+    return re.sub(r"[^a-z0-9 ]", "", " ".join(text.lower().split()))
+
+
+@dataclass
+class LiberoConfig:
+    suite: str = "libero_goal"
+    cameras: tuple[str, ...] = CAMERAS
+    image_size: int = 128
+    control_freq: int = 20
+    max_steps: int = 300
+
+
+@dataclass
+class ArmObservation:
+    images: dict[str, np.ndarray]  # camera name -> (H, W, 3) uint8, upright
+    joints: np.ndarray  # (9,) 7 arm joints + 2 finger joints, JOINT_NAMES order
+    ee_pos: np.ndarray  # (3,) base frame
+    ee_quat: np.ndarray  # (4,) x, y, z, w
+    objects: dict[str, np.ndarray] = field(default_factory=dict)  # privileged: object name -> (pos 3, quat 4)
+
+
+def to_osc(action: np.ndarray) -> np.ndarray:
+    """Our 7-D action (m, rad roll-pitch-yaw, gripper 0..1) -> OSC_POSE input in [-1, 1] (gripper -1 open)."""
+    from scipy.spatial.transform import Rotation
+
+    a = np.asarray(action, np.float64)
+    rotvec = Rotation.from_euler("xyz", a[3:6]).as_rotvec()
+    out = np.concatenate([a[:3] / MAX_TRANSLATION, rotvec / MAX_ROTATION, [2.0 * a[6] - 1.0]])
+    return np.clip(out, -1.0, 1.0)
+
+
+class LiberoArm:
+    """The simulated arm: `reset(task, init_index)`, `step(action)`, `observe()`, `goals_reached()`."""
+
+    def __init__(self, cfg: LiberoConfig | None = None):
+        _configure()
+        from libero.libero import benchmark, get_libero_path
+        from libero.libero.envs import OffScreenRenderEnv
+        import libero.libero.envs.bddl_utils as bddl_utils
+
+        self.cfg = cfg = cfg or LiberoConfig()
+        suites = benchmark.get_benchmark_dict()
+        if cfg.suite not in suites:
+            raise ValueError(f"unknown LIBERO suite {cfg.suite!r}; known: {sorted(suites)}")
+        self.suite = suites[cfg.suite]()
+        self.tasks = [self.suite.get_task(i) for i in range(self.suite.n_tasks)]
+        self.task_names = [t.name for t in self.tasks]
+        files = [os.path.join(get_libero_path("bddl_files"), t.problem_folder, t.bddl_file) for t in self.tasks]
+        self.goals = [bddl_utils.robosuite_parse_problem(f)["goal_state"] for f in files]
+        self.env = OffScreenRenderEnv(bddl_file_name=files[0], camera_names=list(cfg.cameras),
+                                      camera_heights=cfg.image_size, camera_widths=cfg.image_size,
+                                      control_freq=cfg.control_freq, hard_reset=False, ignore_done=True,
+                                      horizon=10**9)
+        self.env.reset()
+        model = self.env.sim.model._model
+        model.light_castshadow[:] = 0  # software GL: shadows and reflections double the render time
+        model.mat_reflectance[:] = 0
+        self.task_index = 0
+        self.steps = 0
+        self.grip = 0.0
+        self._hold = None  # (pos, quat) the hand holds at while no command comes
+        self._obs = None
+
+    @property
+    def task(self) -> str:
+        return self.task_names[self.task_index]
+
+    @property
+    def instruction(self) -> str:
+        return self.tasks[self.task_index].language
+
+    def task_index_of(self, name_or_instruction: str) -> int | None:
+        key = normalize(name_or_instruction.replace("_", " "))
+        for i, t in enumerate(self.tasks):
+            if key in (normalize(t.name.replace("_", " ")), normalize(t.language)):
+                return i
+        return None
+
+    def init_states(self, task_index: int | None = None) -> np.ndarray:
+        return self.suite.get_task_init_states(self.task_index if task_index is None else task_index)
+
+    def reset(self, task: int | str, init_index: int = 0) -> ArmObservation:
+        index = task if isinstance(task, int) else self.task_index_of(task)
+        if index is None or not 0 <= index < len(self.tasks):
+            raise ValueError(f"no task {task!r} in {self.cfg.suite}")
+        states = self.init_states(index)
+        if not 0 <= init_index < len(states):
+            raise ValueError(f"init state {init_index} out of range: {self.cfg.suite} has {len(states)}")
+        self.task_index = index
+        inner = self.env.env
+        inner.parsed_problem["goal_state"] = self.goals[index]  # same scene, this task's goal
+        self.env.reset()
+        self._obs = self.env.set_init_state(states[init_index])
+        for _ in range(5):  # objects settle (LIBERO's evaluation does the same with zero actions)
+            self._obs, *_ = self.env.step(np.array([0, 0, 0, 0, 0, 0, -1.0]))
+        self.steps, self.grip, self._hold = 0, 0.0, None
+        return self.observe()
+
+    def step(self, action: np.ndarray) -> tuple[ArmObservation, bool]:
+        """One control period with `action` (our units). Returns (observation, this task's goal reached)."""
+        action = np.asarray(action, np.float64)
+        if action.shape != (7,) or not np.isfinite(action).all():
+            raise ValueError(f"expected 7 finite action values, got {action.shape}")
+        self.grip = float(action[6])
+        self._hold = None
+        self._obs, *_ = self.env.step(to_osc(action))
+        self.steps += 1
+        return self.observe(), self.success()
+
+    def hold(self) -> ArmObservation:
+        """One control period without a command, as a servo does on timeout: the hand is driven back to where
+        it was when holding began (a zero delta only damps, and the arm drifts on), the grip is kept."""
+        from scipy.spatial.transform import Rotation
+
+        o = self._obs
+        if self._hold is None:
+            self._hold = (o["robot0_eef_pos"].copy(), o["robot0_eef_quat"].copy())
+        pos, quat = self._hold
+        turn = (Rotation.from_quat(quat) * Rotation.from_quat(o["robot0_eef_quat"]).inv()).as_euler("xyz")
+        self._obs, *_ = self.env.step(to_osc(np.concatenate([pos - o["robot0_eef_pos"], turn, [self.grip]])))
+        return self.observe()
+
+    @property
+    def done(self) -> bool:
+        return self.steps >= self.cfg.max_steps
+
+    def success(self) -> bool:
+        return self.goal_reached(self.task_index)
+
+    def goal_reached(self, task_index: int) -> bool:
+        inner = self.env.env
+        return all(inner._eval_predicate(s) for s in self.goals[task_index])
+
+    def goals_reached(self) -> list[str]:
+        """Every task of the suite whose goal holds now (LIBERO's own predicates): the wrong-goal check."""
+        return [self.task_names[i] for i in range(len(self.tasks)) if self.goal_reached(i)]
+
+    def observe(self) -> ArmObservation:
+        o = self._obs
+        images = {c: np.ascontiguousarray(o[f"{c}_image"][::-1]) for c in self.cfg.cameras}  # GL renders bottom-up
+        joints = np.concatenate([o["robot0_joint_pos"], o["robot0_gripper_qpos"]]).astype(np.float32)
+        objects = {}
+        for name in self.env.env.objects_dict:
+            if f"{name}_pos" in o:
+                objects[name] = np.concatenate([o[f"{name}_pos"], o[f"{name}_quat"]]).astype(np.float32)
+        return ArmObservation(images, joints, o["robot0_eef_pos"].astype(np.float32),
+                              o["robot0_eef_quat"].astype(np.float32), objects)
+
+    def sim_state(self) -> np.ndarray:
+        return self.env.get_sim_state()
+
+    def close(self) -> None:
+        self.env.close()

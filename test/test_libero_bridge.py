@@ -1,0 +1,148 @@
+"""The LIBERO Panda bridge as a 7-DoF arm driver: real robosuite/MuJoCo physics and rendering over DDS.
+
+Separate camera topics with one stamp per step, joint states and the end-effector pose; a Servo twist held for
+one period moves the arm exactly like the same EndEffectorAction; with no fresh command the arm holds."""
+import json
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from hypervla_msgs.msg import EndEffectorAction
+from hypervla_ros.bringup import Stack
+from hypervla_ros.node_config import LATCHED, stamp_ns
+from ros_helpers import Spinner, wait_until, write_config
+
+CAMERAS = ("agentview", "robot0_eye_in_hand")
+TASK = "put the bowl on the stove"
+
+
+class ArmProbe(Node):
+    """The other side of the driver: records what the bridge publishes, sends commands for its newest frame."""
+
+    def __init__(self):
+        super().__init__("arm_probe")
+        self.frames = {c: [] for c in CAMERAS}
+        self.joints, self.poses, self.events = [], [], []
+        for c in CAMERAS:
+            self.create_subscription(Image, f"/cameras/{c}/image_raw", lambda m, c=c: self.frames[c].append(m),
+                                     qos_profile_sensor_data)
+        self.create_subscription(JointState, "/joint_states", self.joints.append, qos_profile_sensor_data)
+        self.create_subscription(PoseStamped, "/ee_pose", self.poses.append, qos_profile_sensor_data)
+        self.create_subscription(String, "/libero_bridge/events", lambda m: self.events.append(json.loads(m.data)),
+                                 LATCHED)
+        self.action_pub = self.create_publisher(EndEffectorAction, "/hypervla/action", 10)
+        self.twist_pub = self.create_publisher(TwistStamped, "/libero_bridge/delta_twist_cmds", 10)
+        self.reset_client = self.create_client(Trigger, "/libero_bridge/reset")
+        self.params = self.create_client(SetParameters, "/libero_bridge/set_parameters")
+
+    def newest_stamp(self) -> int:
+        return stamp_ns(self.joints[-1].header.stamp) if self.joints else 0
+
+    def reset_to(self, init_index: int) -> None:
+        assert self.params.wait_for_service(20) and self.reset_client.wait_for_service(20)
+        value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=init_index)
+        fut = self.params.call_async(SetParameters.Request(parameters=[Parameter(name="init_index", value=value)]))
+        assert wait_until(fut.done, 20) and fut.result().results[0].successful
+        before = self.newest_stamp()
+        fut = self.reset_client.call_async(Trigger.Request())
+        assert wait_until(fut.done, 60) and fut.result().success, fut.result()
+        assert json.loads(fut.result().message)["init_index"] == init_index
+        assert wait_until(lambda: self.newest_stamp() > before, 20)
+
+    def step_with(self, send) -> np.ndarray:
+        """Send one command for the newest frame; wait for the frame after it; return its joint positions."""
+        before = self.newest_stamp()
+        send(before)
+        assert wait_until(lambda: self.newest_stamp() > before, 30), "the bridge did not step"
+        return np.array(self.joints[-1].position)
+
+    def action(self, stamp: int, a) -> None:
+        msg = EndEffectorAction(gripper=float(a[6]))
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        msg.header.frame_id = "base"
+        msg.translation.x, msg.translation.y, msg.translation.z = (float(v) for v in a[:3])
+        msg.rotation.x, msg.rotation.y, msg.rotation.z = (float(v) for v in a[3:6])
+        self.action_pub.publish(msg)
+
+    def twist(self, linear, angular, frame="base") -> None:
+        msg = TwistStamped()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = frame
+        msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = (float(v) for v in linear)
+        msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = (float(v) for v in angular)
+        self.twist_pub.publish(msg)
+
+
+def test_cameras_joint_states_and_twist_equals_the_same_action(ros, tmp_path):
+    config = write_config(tmp_path, "unused", libero_bridge={"task": TASK, "image_size": 48, "real_time": False})
+    with Stack(config, log_dir=str(tmp_path / "logs")) as stack:
+        stack.start("libero")
+        probe = ArmProbe()
+        spinner = Spinner(probe)
+        try:
+            assert wait_until(lambda: all(probe.frames.values()) and probe.poses, 120), "no frames from the bridge"
+            assert probe.events[0]["event"] == "reset" and probe.events[0]["instruction"] == TASK
+            # one image per camera per step: its own frame_id, the same stamp as the joints and the pose
+            stamp = probe.newest_stamp()
+            assert wait_until(lambda: all(any(stamp_ns(m.header.stamp) == stamp for m in probe.frames[c])
+                                          for c in CAMERAS), 10)
+            for c in CAMERAS:
+                m = next(m for m in probe.frames[c] if stamp_ns(m.header.stamp) == stamp)
+                assert m.header.frame_id == c and (m.width, m.height, m.encoding) == (48, 48, "rgb8")
+            assert len(probe.joints[-1].name) == 9 and probe.joints[-1].name[0] == "panda_joint1"
+            views = [np.frombuffer(probe.frames[c][-1].data, np.uint8) for c in CAMERAS]
+            assert not np.array_equal(*views)  # two different cameras, not one image twice
+
+            delta = np.array([0.01, -0.006, -0.008, 0.0, 0.0, 0.08, 0.0])
+            period = 1 / 20
+            probe.reset_to(3)
+            start = np.array(probe.joints[-1].position)
+            by_action = [probe.step_with(lambda s: probe.action(s, delta)) for _ in range(4)]
+            probe.reset_to(3)
+            np.testing.assert_allclose(probe.joints[-1].position, start, atol=1e-6)  # the same initial state
+            by_twist = [probe.step_with(lambda s: probe.twist(delta[:3] / period, [0, 0, delta[5] / period]))
+                        for _ in range(4)]
+            assert np.abs(by_action[-1] - start).max() > 0.01  # the arm moved
+            np.testing.assert_allclose(by_twist, by_action, atol=1e-5)
+            # a twist in a frame the driver does not know is refused: no step
+            before = probe.newest_stamp()
+            probe.twist([0.1, 0, 0], [0, 0, 0], frame="camera_link")
+            assert not wait_until(lambda: stamp_ns(probe.joints[-1].header.stamp) > before
+                                  and not np.allclose(probe.joints[-1].position, by_twist[-1]), 2.0)
+            assert stack.alive("libero")
+        finally:
+            spinner.close()
+
+
+def test_the_arm_holds_when_commands_stop(ros, tmp_path):
+    config = write_config(tmp_path, "unused", libero_bridge={"task": TASK, "image_size": 32, "real_time": True})
+    with Stack(config, log_dir=str(tmp_path / "logs")) as stack:
+        stack.start("libero")
+        probe = ArmProbe()
+        spinner = Spinner(probe)
+        try:
+            assert wait_until(lambda: len(probe.poses) > 3, 120), "no pose from the bridge"
+
+            def x():
+                return probe.poses[-1].pose.position.x
+
+            x0 = x()
+            for _ in range(60):  # 3 s of a 0.1 m/s twist at 20 Hz: the arm moves
+                probe.twist([0.1, 0, 0], [0, 0, 0])
+                wait_until(lambda: False, 0.05)
+            moved = x() - x0
+            assert moved > 0.001, moved
+            stopped = len(probe.poses)
+            assert wait_until(lambda: len(probe.poses) > stopped + 5, 30)  # the driver goes on stepping (holding)
+            x1, n1 = x(), len(probe.poses)
+            assert wait_until(lambda: len(probe.poses) > n1 + 10, 30)
+            assert abs(x() - x1) < max(0.0005, 0.25 * moved), (moved, x1, x())  # no motion without a fresh command
+        finally:
+            spinner.close()
