@@ -146,3 +146,81 @@ def test_the_arm_holds_when_commands_stop(ros, tmp_path):
             assert abs(x() - x1) < max(0.0005, 0.25 * moved), (moved, x1, x())  # no motion without a fresh command
         finally:
             spinner.close()
+
+
+def test_demonstrations_recorded_as_a_bag_become_a_training_set(ros, tmp_path):
+    """bridge + record over DDS, one episode driven by EndEffectorActions and one by twists, converted."""
+    import h5py
+    import pytest
+
+    from hypervla_core.servo import twist_to_action
+    from hypervla_ros.bag_to_dataset import convert
+    from hypervla_ros.bags import BagError
+
+    topics = [f"/cameras/{c}/image_raw" for c in CAMERAS] + [
+        "/joint_states", "/ee_pose", "/hypervla/action", "/libero_bridge/delta_twist_cmds", "/libero_bridge/events"]
+    config = write_config(tmp_path, "unused",
+                          libero_bridge={"task": TASK, "image_size": 32, "real_time": False, "max_steps": 5},
+                          record={"output": str(tmp_path / "bag"), "topics": topics})
+    rng = np.random.default_rng(0)
+    sent = {"action": [], "twist": []}
+    with Stack(config, log_dir=str(tmp_path / "logs")) as stack:
+        stack.start("libero", "record")
+        probe = ArmProbe()
+        spinner = Spinner(probe)
+        try:
+            assert wait_until(lambda: all(probe.frames.values()), 120), "no frames from the bridge"
+            wait_until(lambda: False, 3.0)  # the recorder discovers the topics
+            probe.reset_to(2)
+            stamps = []
+            for k in range(5):
+                a = np.concatenate([rng.uniform(-0.01, 0.01, 6), [1.0]]).astype(np.float32)
+                sent["action"].append(a)
+                stamps.append(probe.newest_stamp())
+                if k < 4:
+                    probe.step_with(lambda s, a=a: probe.action(s, a))
+                else:  # the last one ends the episode: no frame follows
+                    probe.action(stamps[-1], a)
+            assert wait_until(lambda: probe.events[-1]["event"] == "timeout", 30), probe.events[-1]
+            probe.reset_to(4)
+            for k in range(5):
+                lin, ang = rng.uniform(-0.2, 0.2, 3), rng.uniform(-1, 1, 3)
+                sent["twist"].append(twist_to_action(lin, ang, 0.05, "base", gripper=0.0))
+                if k < 4:
+                    probe.step_with(lambda s: probe.twist(lin, ang))
+                else:
+                    probe.twist(lin, ang)
+            assert wait_until(lambda: probe.events[-1]["event"] == "timeout", 30), probe.events[-1]
+            wait_until(lambda: False, 1.0)
+        finally:
+            spinner.close()
+            stack.stop("record")
+    frames_by_stamp = {c: {stamp_ns(m.header.stamp): np.frombuffer(m.data, np.uint8).reshape(32, 32, 3)
+                           for m in probe.frames[c]} for c in CAMERAS}
+
+    with pytest.raises(BagError, match="no episode to write"):  # both attempts timed out: dropped, and said so
+        convert([tmp_path / "bag"], tmp_path / "ds_ok")
+    report = convert([tmp_path / "bag"], tmp_path / "ds", keep_failed=True)
+    assert report["episodes"] == 2 and report["frames"] == 10 and report["cameras"] == list(CAMERAS)
+    task = "put_the_bowl_on_the_stove"
+    with h5py.File(tmp_path / "ds" / f"{task}.hdf5") as f:
+        assert json.loads(f.attrs["cameras"]) == list(CAMERAS) and f.attrs["rate_hz"] == 20.0
+        demos = [f["data/demo_0"], f["data/demo_1"]]
+        assert [d.attrs["init_index"] for d in demos] == [2, 4]
+        assert all(d.attrs["success"] == False for d in demos)  # noqa: E712 (h5py gives numpy bools)
+        assert demos[0].attrs["language_instruction"] == TASK
+        np.testing.assert_allclose(demos[0]["actions"][:], np.stack(sent["action"]), atol=1e-7)
+        np.testing.assert_allclose(demos[1]["actions"][:], np.stack(sent["twist"]), atol=1e-6)
+        for d in demos:
+            assert d["obs/joint_states"].shape == (5, 9)
+            for c in CAMERAS:
+                assert d[f"obs/{c}_rgb"].shape == (5, 32, 32, 3)
+        # each action sits beside the frames and joints it was computed from (the ones its stamp names)
+        joints_by_stamp = {stamp_ns(m.header.stamp): np.array(m.position, np.float32) for m in probe.joints}
+        for k, s in enumerate(stamps):
+            for c in CAMERAS:
+                np.testing.assert_array_equal(demos[0][f"obs/{c}_rgb"][k], frames_by_stamp[c][s])
+            np.testing.assert_array_equal(demos[0]["obs/joint_states"][k], joints_by_stamp[s])
+        assert not np.array_equal(demos[0][f"obs/{CAMERAS[0]}_rgb"][0], demos[0][f"obs/{CAMERAS[0]}_rgb"][4])
+    with pytest.raises(BagError, match="missing"):
+        convert([tmp_path / "bag"], tmp_path / "ds2", cameras=["/cameras/side/image_raw"])

@@ -118,6 +118,14 @@ def cmd_keygen(args) -> int:
     return 0
 
 
+def cmd_bag_to_dataset(args) -> int:
+    try:
+        from hypervla_ros.bag_to_dataset import main as convert_main
+    except ImportError as exc:
+        raise RuntimeError(f"bag-to-dataset needs the hypervla_ros package (source scripts/env.sh): {exc}") from exc
+    return convert_main(args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hypervla", description="HyperVLA: train, evaluate and inspect models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,10 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", default=None, help="view to render (default: the tasks file's `camera`)")
     p.add_argument("--no-gifs", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bag-to-dataset", add_help=False,
+                       help="recorded demonstration bags -> HDF5 training set (see bag-to-dataset --help)")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bag_to_dataset)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bag-to-dataset"]:  # its own parser, options included (argparse's REMAINDER drops them)
+        return cmd_bag_to_dataset(argparse.Namespace(args=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
