@@ -1,0 +1,186 @@
+"""Scripted experts for LIBERO-Goal from privileged sim state: the stand-in for a teleoperator.
+
+Each task is a list of phases (a target for the hand, the grip, how close counts as reached); targets are
+read from the live scene every step, so a nudged object is followed. The hand is driven by a clipped
+proportional step and its orientation is held pointing down (rotation deltas correct the drift, as a
+teleoperator's would). Drawer tasks are not scripted: their handles cannot be reached from above
+without hitting the drawer above them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+STEP = 0.04  # metres per step at most; the OSC arm covers about a quarter of a commanded step per step
+GAIN = 2.5
+TURN = 0.15  # radians per step at most
+DOWN = Rotation.from_quat([1.0, 0.0, 0.0, 0.0])  # the hand pointing down, fingers closing along world y
+OPEN, CLOSED = 0.0, 1.0
+
+
+@dataclass
+class Phase:
+    target: Callable[[], np.ndarray]  # where the hand should go (world frame), re-read every step
+    grip: float
+    tol: float = 0.01  # metres: reached when this close
+    wait: int = 0  # steps to stay after reaching (let the fingers close or open)
+    limit: int = 80  # give up on the phase after this many steps (the episode then fails and is dropped)
+    yaw: float = 0.0  # hand turned about the vertical (the hand is 20 cm wide along its fingers' axis)
+
+
+class Expert:
+    def __init__(self, arm, task: str, rng: np.random.Generator | None = None, noise: float = 0.0):
+        if task not in PLANS:
+            raise ValueError(f"no scripted expert for {task!r}; scripted: {sorted(PLANS)}")
+        self.arm, self.rng, self.noise = arm, rng or np.random.default_rng(0), noise
+        self.phases = PLANS[task](Scene(arm))
+        self.k, self.steps_in, self.waited = 0, 0, 0
+
+    @property
+    def done(self) -> bool:
+        return self.k >= len(self.phases)
+
+    def act(self, obs) -> np.ndarray:
+        if self.done:
+            return np.array([0, 0, 0, 0, 0, 0, self.phases[-1].grip], np.float32)
+        ph = self.phases[self.k]
+        error = ph.target() - obs.ee_pos
+        self.steps_in += 1
+        if np.linalg.norm(error) < ph.tol:
+            self.waited += 1
+        if self.waited > ph.wait or self.steps_in > ph.limit:
+            self.k, self.steps_in, self.waited = self.k + 1, 0, 0
+        move = np.clip(GAIN * error, -STEP, STEP)
+        if self.noise:
+            move = move + self.rng.normal(0, self.noise, 3)
+        want = Rotation.from_euler("z", ph.yaw) * DOWN
+        turn = np.clip((want * Rotation.from_quat(obs.ee_quat).inv()).as_euler("xyz"), -TURN, TURN)
+        return np.concatenate([move, turn, [ph.grip]]).astype(np.float32)
+
+
+class Scene:
+    """Live positions: object bodies, region sites, fixture parts (privileged sim state)."""
+
+    def __init__(self, arm):
+        self.arm = arm
+        self.sim = arm.env.env.sim
+
+    def obj(self, name: str) -> np.ndarray:
+        env = self.arm.env.env
+        return np.array(self.sim.data.body_xpos[self.sim.model.body_name2id(env.objects_dict[name].root_body)])
+
+    def site(self, name: str) -> np.ndarray:
+        return np.array(self.sim.data.site_xpos[self.sim.model.site_name2id(name)])
+
+    def joint_anchor(self, name: str) -> np.ndarray:
+        return np.array(self.sim.data.xanchor[self.sim.model.joint_name2id(name)])
+
+
+def _at(f, dx=0.0, dy=0.0, dz=0.0):
+    return lambda: f() + np.array([dx, dy, dz])
+
+
+def pick_place(obj: Callable, grasp: tuple, place: Callable, release_dz: float, travel_z: float = 1.15):
+    """Above the grasp point, down, close, up to travel height, above the place point, down, open, up."""
+    gx, gy, gz = grasp
+    grasp_at = _at(obj, gx, gy, gz)
+    frozen = {}
+
+    def above_place():
+        p = place() + np.array([gx, gy, 0.0])
+        return np.array([p[0], p[1], travel_z])
+
+    def up_from_grasp():
+        frozen.setdefault("g", grasp_at())
+        return np.array([*frozen["g"][:2], travel_z])
+
+    return [
+        Phase(lambda: grasp_at() + np.array([0, 0, 0.08]), OPEN, tol=0.015),
+        Phase(grasp_at, OPEN, tol=0.008, limit=60),
+        Phase(grasp_at, CLOSED, tol=1.0, wait=8),
+        Phase(up_from_grasp, CLOSED, tol=0.02),
+        Phase(above_place, CLOSED, tol=0.015, limit=100),
+        Phase(lambda: above_place() - np.array([0, 0, travel_z - place()[2] - release_dz]), CLOSED, tol=0.01),
+        Phase(lambda: above_place() - np.array([0, 0, travel_z - place()[2] - release_dz]), OPEN, tol=1.0, wait=8),
+        Phase(above_place, OPEN, tol=0.03, limit=30),
+    ]
+
+
+BOWL_GRASP = (0.0, 0.047, 0.035)  # the rim wall on the +y side, fingers straddling it
+BOTTLE_GRASP = (0.0, 0.0, 0.10)
+CHEESE_GRASP = (0.0, 0.0, 0.012)
+
+
+def _push(s: Scene, obj: str, goal: Callable, radius: float, z: float):
+    """Closed fingers at `radius` behind the object's centre, opposite the goal, then along the line to it
+    (for a plate: inside its back rim, since the cabinet stands where a hand behind the plate would go)."""
+    def direction():
+        d = goal() - s.obj(obj)
+        d[2] = 0.0
+        return d / max(np.linalg.norm(d), 1e-6)
+
+    def behind(extra):
+        p = s.obj(obj) - direction() * (radius + extra)
+        return np.array([p[0], p[1], z])
+
+    start = {}
+
+    def behind_fixed():
+        start.setdefault("p", behind(0.0))
+        return start["p"]
+
+    def through():
+        p = goal() - direction() * (radius - 0.06)  # aimed past: the object lags the sliding fingers
+        return np.array([p[0], p[1], z])
+
+    # High first (the straight way passes the wine bottle's top), the hand turned so that its width lies
+    # along the push and clears the cabinet beside the plate.
+    yaw = np.pi / 2
+    return [
+        Phase(lambda: np.array([*behind_fixed()[:2], 1.15]), CLOSED, tol=0.02, yaw=yaw),
+        Phase(behind_fixed, CLOSED, tol=0.01, yaw=yaw),
+        Phase(through, CLOSED, tol=0.01, limit=120, yaw=yaw),
+        Phase(lambda: through() + np.array([0, 0, 0.1]), CLOSED, tol=0.03, limit=30, yaw=yaw),
+    ]
+
+
+def _turn_on_stove(s: Scene):
+    """The knob is a paddle in the y-z plane turning about z: push its +y end towards -x (counter-clockwise
+    seen from above) past LIBERO's 0.5 rad "on"."""
+    axis = lambda: s.joint_anchor("flat_stove_1_button")  # noqa: E731
+    return [
+        Phase(_at(axis, 0.02, 0.01, 0.14), CLOSED, tol=0.015),
+        Phase(_at(axis, 0.02, 0.01, 0.052), CLOSED, tol=0.008),
+        Phase(_at(axis, -0.06, 0.01, 0.052), CLOSED, tol=0.01, limit=40),
+        Phase(_at(axis, -0.06, 0.01, 0.14), CLOSED, tol=0.03, limit=30),
+    ]
+
+
+def _plans():
+    def bowl_to(target, dz):
+        return lambda s: pick_place(lambda: s.obj("akita_black_bowl_1"), BOWL_GRASP, target(s), dz)
+
+    def bottle_to(target, dz):
+        return lambda s: pick_place(lambda: s.obj("wine_bottle_1"), BOTTLE_GRASP, target(s), dz, travel_z=1.30)
+
+    return {
+        "put_the_bowl_on_the_stove": bowl_to(lambda s: lambda: s.site("flat_stove_1_cook_region"), 0.06),
+        "put_the_bowl_on_top_of_the_cabinet": lambda s: pick_place(
+            lambda: s.obj("akita_black_bowl_1"), BOWL_GRASP, lambda: s.site("wooden_cabinet_1_top_side"), 0.06,
+            travel_z=1.30),
+        "put_the_bowl_on_the_plate": bowl_to(lambda s: lambda: s.obj("plate_1"), 0.07),
+        "put_the_wine_bottle_on_top_of_the_cabinet":
+            bottle_to(lambda s: lambda: s.site("wooden_cabinet_1_top_side"), 0.12),
+        "put_the_wine_bottle_on_the_rack": bottle_to(lambda s: lambda: s.site("wine_rack_1_top_region"), 0.12),
+        "put_the_cream_cheese_in_the_bowl": lambda s: pick_place(
+            lambda: s.obj("cream_cheese_1"), CHEESE_GRASP, lambda: s.obj("akita_black_bowl_1"), 0.07),
+        "push_the_plate_to_the_front_of_the_stove": lambda s: _push(
+            s, "plate_1", lambda: s.site("main_table_stove_front_region"), 0.045, 0.915),
+        "turn_on_the_stove": _turn_on_stove,
+    }
+
+
+PLANS = _plans()
