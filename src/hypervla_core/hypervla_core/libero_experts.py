@@ -148,15 +148,21 @@ def _push(s: Scene, obj: str, goal: Callable, radius: float, z: float):
 
 
 def _turn_on_stove(s: Scene):
-    """The knob is a paddle in the y-z plane turning about z: push its +y end towards -x (counter-clockwise
-    seen from above) past LIBERO's 0.5 rad "on"."""
+    """The knob's grip fin (thin along x, off its axis) is taken with the hand turned a quarter, then the
+    hand turns it about the knob's axis, following the fin's arc, past LIBERO's 0.5 rad "on"."""
     axis = lambda: s.joint_anchor("flat_stove_1_button")  # noqa: E731
-    return [
-        Phase(_at(axis, 0.02, 0.01, 0.14), CLOSED, tol=0.015),
-        Phase(_at(axis, 0.02, 0.01, 0.052), CLOSED, tol=0.008),
-        Phase(_at(axis, -0.06, 0.01, 0.052), CLOSED, tol=0.01, limit=40),
-        Phase(_at(axis, -0.06, 0.01, 0.14), CLOSED, tol=0.03, limit=30),
-    ]
+    fin = np.array([-0.021, -0.012])  # the fin's centre from the axis, knob off
+
+    def on_arc(theta, z):
+        c, si = np.cos(theta), np.sin(theta)
+        return lambda: np.array([*(axis()[:2] + [c * fin[0] - si * fin[1], si * fin[0] + c * fin[1]]), z])
+
+    yaw, z = np.pi / 2, 0.95
+    turn = [Phase(on_arc(t, z), CLOSED, tol=0.006, limit=15, yaw=yaw + t) for t in np.linspace(0.15, 0.9, 6)]
+    return [Phase(on_arc(0, z + 0.1), OPEN, tol=0.015, yaw=yaw), Phase(on_arc(0, z), OPEN, tol=0.006, yaw=yaw),
+            Phase(on_arc(0, z), CLOSED, tol=1.0, wait=8, yaw=yaw), *turn,
+            Phase(on_arc(0.9, z), OPEN, tol=1.0, wait=6, yaw=yaw + 0.9),
+            Phase(on_arc(0.9, z + 0.1), OPEN, tol=0.03, limit=20, yaw=yaw + 0.9)]
 
 
 def _plans():
