@@ -224,3 +224,86 @@ def test_demonstrations_recorded_as_a_bag_become_a_training_set(ros, tmp_path):
         assert not np.array_equal(demos[0][f"obs/{CAMERAS[0]}_rgb"][0], demos[0][f"obs/{CAMERAS[0]}_rgb"][4])
     with pytest.raises(BagError, match="missing"):
         convert([tmp_path / "bag"], tmp_path / "ds2", cameras=["/cameras/side/image_raw"])
+
+
+TINY_TRAIN = """
+model: {hn_layers: 1, base_layers: 1, image_size: 32, proprio_dim: 4}
+train: {steps: 8, batch_size: 8, warmup_steps: 2, checkpoint_every: 0, threads: 1}
+"""
+
+
+def test_demonstrator_bag_dataset_train_and_run_on_the_arm(ros, tmp_path):
+    """The user's path: the scripted teleoperator drives the bridge while `record` writes the bag ->
+    bag-to-dataset -> a tiny train -> the controller (two camera topics, 9 joints) runs it on the bridge."""
+    import h5py
+
+    from hypervla_core.cli import main as cli
+    from hypervla_ros.bag_to_dataset import convert
+
+    topics = [f"/cameras/{c}/image_raw" for c in CAMERAS] + [
+        "/joint_states", "/hypervla/action", "/hypervla/instruction", "/libero_bridge/events"]
+    bridge = {"image_size": 32, "real_time": False, "max_steps": 160, "publish_sim_state": True}
+    config = write_config(tmp_path, "unused", libero_bridge=bridge,
+                          record={"output": str(tmp_path / "bag"), "topics": topics},
+                          demonstrator={"tasks": ["put_the_bowl_on_the_stove"], "episodes_per_task": 2,
+                                        "first_init": 7})
+    sent = {}
+    with Stack(config, log_dir=str(tmp_path / "logs")) as stack:
+        probe = ArmProbe()
+        probe.create_subscription(EndEffectorAction, "/hypervla/action",
+                                  lambda m: sent.setdefault(stamp_ns(m.header.stamp), m), 100)
+        spinner = Spinner(probe)
+        try:
+            stack.start("libero", "record")
+            assert probe.params.wait_for_service(120), "the bridge did not come up"
+            wait_until(lambda: False, 2.0)  # the recorder discovers the topics
+            stack.start("demonstrator")
+            assert wait_until(lambda: not stack.alive("demonstrator"), 400), probe.events[-3:]
+            assert stack.procs["demonstrator"].returncode == 0
+            ends = [e for e in probe.events if e["event"] in ("success", "timeout", "aborted")]
+            assert [e["event"] for e in ends] == ["success", "success"], ends
+        finally:
+            spinner.close()
+            stack.stop("record")
+
+    report = convert([tmp_path / "bag"], tmp_path / "ds")
+    assert report["episodes"] == 2 and report["tasks"] == {"put_the_bowl_on_the_stove": 2}
+    with h5py.File(tmp_path / "ds" / "put_the_bowl_on_the_stove.hdf5") as f:
+        for k, end in enumerate(ends):
+            d = f[f"data/demo_{k}"]
+            n = end["steps"]  # every step the bridge took was one demonstrator command
+            assert d["actions"].shape == (n, 7) and d["obs/joint_states"].shape == (n, 9)
+            assert all(d[f"obs/{c}_rgb"].shape == (n, 32, 32, 3) for c in CAMERAS)
+            assert d.attrs["init_index"] == 7 + k
+        actions = f["data/demo_0/actions"][:]
+    # the recorded actions are the ones the demonstrator sent, rotation included
+    mine = [sent[s] for s in sorted(sent)][: len(actions)]
+    np.testing.assert_allclose(actions[:, 3:6], [[m.rotation.x, m.rotation.y, m.rotation.z] for m in mine], atol=1e-7)
+    assert np.abs(actions[:, :3]).max() > 0.01 and set(np.unique(actions[:, 6])) == {0.0, 1.0}
+
+    (tmp_path / "train.yaml").write_text(TINY_TRAIN)
+    assert cli(["train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "ck"),
+                "--config", str(tmp_path / "train.yaml")]) == 0
+    cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert cfg["model"]["views"] == 2 and cfg["model"]["proprio_dim"] == 9
+
+    config = write_config(tmp_path, tmp_path / "ck", libero_bridge={**bridge, "max_steps": 12},
+                          policy_controller={"camera_topics": [f"/cameras/{c}/image_raw" for c in CAMERAS],
+                                             "proprio_topic": "/joint_states"})
+    with Stack(config, log_dir=str(tmp_path / "logs2")) as stack:
+        probe = ArmProbe()
+        said = probe.create_publisher(String, "/hypervla/instruction", LATCHED)
+        runs = []
+        probe.create_subscription(EndEffectorAction, "/hypervla/action", runs.append, 100)
+        spinner = Spinner(probe)
+        try:
+            stack.start("libero", "generator", "controller")
+            assert probe.params.wait_for_service(120), "the bridge did not come up"
+            said.publish(String(data="put the bowl on the stove"))
+            assert wait_until(lambda: any(e["event"] in ("success", "timeout") for e in probe.events), 240), \
+                probe.events[-2:]
+            end = next(e for e in probe.events if e["event"] in ("success", "timeout"))
+            assert end["steps"] >= 1 and end["e2e_samples"] >= 1
+            assert runs and all(m.policy_id not in ("", "demonstrator") for m in runs)
+        finally:
+            spinner.close()

@@ -1,7 +1,7 @@
 from setuptools import find_packages, setup
 
 package_name = "hypervla_ros"
-nodes = ["policy_generator", "policy_controller", "sim_bridge", "libero_bridge", "bringup", "demo", "record", "replay", "replay_eval"]
+nodes = ["policy_generator", "policy_controller", "sim_bridge", "libero_bridge", "demonstrator", "bag_to_dataset", "bringup", "demo", "record", "replay", "replay_eval"]
 
 setup(
     name=package_name,

@@ -4,6 +4,8 @@ Layout read and written (one file per task or per dataset):
   data/                          attrs: problem_info (LIBERO: JSON with "language_instruction")
   data/demo_<k>/                 attrs: language_instruction, task, seed, num_samples
   data/demo_<k>/obs/<image_key>  (T, H, W, 3) uint8   (ours and LIBERO: agentview_rgb; robomimic: agentview_image)
+  data/demo_<k>/obs/<cam>_rgb    one per camera when the file's attrs list `cameras` (bag-to-dataset): the
+                                 views are placed side by side in that order, the layout the model reads
   data/demo_<k>/obs/<proprio>    (T, P) float          (keys configurable, concatenated in order)
   data/demo_<k>/actions          (T, 7) float          xyz, rpy, gripper (> 0 = closed, so LIBERO's -1/+1 works)
 Only the index (file, demo, length, instruction) is held in memory; frames are read per batch.
@@ -77,6 +79,19 @@ def recorded_camera(refs: list[DemoRef]) -> str | None:
     return cameras.pop() if cameras else None
 
 
+def recorded_cameras(refs: list[DemoRef]) -> list[str] | None:
+    """The separately stored cameras (file attr `cameras`, bag-to-dataset), the same in every file, or None."""
+    found = set()
+    for path in sorted({r.path for r in refs}):
+        with h5py.File(path, "r") as f:
+            found.add(tuple(json.loads(f.attrs["cameras"])) if "cameras" in f.attrs else None)
+    if len(found) > 1:
+        raise ValueError(f"demonstration files list different cameras {sorted(map(str, found))}: "
+                         "train on one camera setup at a time")
+    names = found.pop()
+    return list(names) if names else None
+
+
 def write_demo(f: h5py.File, images: np.ndarray, proprio: np.ndarray, actions: np.ndarray, instruction: str,
                task: str, seed: int) -> str:
     data = f.require_group("data")
@@ -93,11 +108,16 @@ def write_demo(f: h5py.File, images: np.ndarray, proprio: np.ndarray, actions: n
 class DemoDataset:
     """Random (frame, chunk) samples across demos, read from disk per batch: memory bounded by the batch."""
 
-    def __init__(self, paths, horizon: int, proprio_keys=("proprio",), image_key: str | None = None,
+    def __init__(self, paths, horizon: int, proprio_keys=None, image_key: str | None = None,
                  phrasings: dict[str, list[str]] | None = None, max_open_files: int = 64):
         self.refs = index_files(paths)
         self.camera = recorded_camera(self.refs)
+        self.cameras = recorded_cameras(self.refs)
         self.horizon = horizon
+        if proprio_keys is None:  # gen-data writes `proprio`; bag-to-dataset the arm's `joint_states`
+            with h5py.File(self.refs[0].path, "r") as f:
+                obs = f["data"][self.refs[0].name]["obs"]
+                proprio_keys = [k for k in ("proprio", "joint_states") if k in obs][:1]
         self.proprio_keys = tuple(proprio_keys)
         self.image_key = image_key
         self.phrasings = phrasings or {}
@@ -128,6 +148,15 @@ class DemoDataset:
 
     def _demo(self, ref: DemoRef) -> h5py.Group:
         return self._file(ref.path)["data"][ref.name]
+
+    def proprio_dim(self) -> int:
+        demo = self._demo(self.refs[0])
+        return sum(int(np.prod(demo["obs"][k].shape[1:])) for k in self.proprio_keys)
+
+    def _image(self, demo: h5py.Group, t: int) -> np.ndarray:
+        if self.cameras:
+            return np.concatenate([demo["obs"][f"{c}_rgb"][t] for c in self.cameras], axis=1)
+        return self._image_ds(demo)[t]
 
     def _image_ds(self, demo: h5py.Group):
         if self.image_key:
@@ -188,9 +217,8 @@ class DemoDataset:
             ref = self.refs[demo_idx[i]]
             t = int(flat[i] - self.cum[demo_idx[i]])
             demo = self._demo(ref)
-            img_ds = self._image_ds(demo)
-            images.append(img_ds[t])
-            firsts.append(img_ds[0])
+            images.append(self._image(demo, t))
+            firsts.append(self._image(demo, 0))
             props.append(self._proprio(demo, t))
             end = min(t + self.horizon, ref.length)
             act = np.asarray(demo["actions"][t:end], np.float32)

@@ -186,5 +186,16 @@ class LiberoArm:
     def sim_state(self) -> np.ndarray:
         return self.env.get_sim_state()
 
+    def load_state(self, state: np.ndarray, task: int | str | None = None) -> ArmObservation:
+        """Put the scene in a flattened MuJoCo state (another arm's sim_state): a shadow copy for experts."""
+        if task is not None:
+            index = task if isinstance(task, int) else self.task_index_of(task)
+            if index is None:
+                raise ValueError(f"no task {task!r} in {self.cfg.suite}")
+            self.task_index = index
+            self.env.env.parsed_problem["goal_state"] = self.goals[index]
+        self._obs = self.env.regenerate_obs_from_state(np.asarray(state, np.float64))
+        return self.observe()
+
     def close(self) -> None:
         self.env.close()

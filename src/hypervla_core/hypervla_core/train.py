@@ -81,12 +81,21 @@ class Trainer:
         table = training_phrasings(load_tasks(tasks_file), phrasings, train_cfg.template_phrasings,
                                    train_cfg.seed) if phrasings else None
         self.data = DemoDataset(data_paths, model_cfg.action_horizon, phrasings=table)
-        if self.data.camera:  # gen-data's files say how many views each frame tiles; the model must take as many
-            views = len(camera_views(self.data.camera, {}))
+        # The files say how many views each frame holds (gen-data: a tiled camera spec; bag-to-dataset: one
+        # dataset per camera) and the arm's proprio size; the model must take as many.
+        views = len(self.data.cameras) if self.data.cameras else (
+            len(camera_views(self.data.camera, {})) if self.data.camera else None)
+        if views is not None:
             if init_from is not None and views != model_cfg.views:
-                raise ValueError(f"the checkpoint takes {model_cfg.views} camera view(s); this data was rendered "
-                                 f"with {self.data.camera!r} ({views})")
+                raise ValueError(f"the checkpoint takes {model_cfg.views} camera view(s); this data has {views} "
+                                 f"({self.data.cameras or self.data.camera})")
             self.mcfg = model_cfg = dataclasses.replace(model_cfg, views=views)
+        proprio_dim = self.data.proprio_dim()
+        if proprio_dim != model_cfg.proprio_dim:
+            if init_from is not None:
+                raise ValueError(f"the checkpoint takes {model_cfg.proprio_dim} proprio values; this data has "
+                                 f"{proprio_dim}")
+            self.mcfg = model_cfg = dataclasses.replace(model_cfg, proprio_dim=proprio_dim)
         self.language = LanguageEncoder(model_cfg.language_path, model_cfg.max_tokens)
         self.lang_cache = self._encode_all(self.data.instructions())
         self.model = VLA(model_cfg, self.language.dim)
@@ -185,7 +194,7 @@ class Trainer:
 
     def save(self, wall_time_s: float | None = None) -> str:
         extra = {"train_config": self.tcfg.__dict__, "step": self.step, "history": self.history[-200:],
-                 "camera": self.data.camera}
+                 "camera": self.data.camera, "cameras": self.data.cameras}
         if wall_time_s is not None:
             extra["wall_time_s"] = round(wall_time_s, 1)
         model_id = ckpt.save(self.out, self.mcfg, self.language.dim, self.ema, self.stats, extra)

@@ -34,7 +34,8 @@ class _Episode:
     task: str
     info: dict
     commands: list = field(default_factory=list)  # (kind, stamp_ns, action or twist)
-    success: bool | None = None  # None: no end event (reset again mid-episode, or the bag ended)
+    success: bool | None = None  # None: no end event (the bag ended mid-episode)
+    end: str = ""  # the event that ended it: success, timeout or aborted (reset mid-episode)
 
 
 def camera_name(topic: str) -> str:
@@ -69,7 +70,7 @@ def _read_bag(bag, cameras, proprio_topic, action_topics, events_topic, period_s
                     ep = _Episode(event.get("instruction", ""), event.get("task", ""), event)
                     episodes.append(ep)
                 elif ep is not None and ep.success is None:
-                    ep.success = bool(event.get("success", False))
+                    ep.success, ep.end = bool(event.get("success", False)), event["event"]
                     ep = None
             elif conn.topic in cams:
                 try:
@@ -143,7 +144,7 @@ def convert(bags, out, cameras=None, proprio_topic="/joint_states",
         names = bag_names
         for ep in episodes:
             if not ep.commands:
-                if ep.success is None:  # reset again before any command: nothing was demonstrated
+                if ep.success is None or ep.end == "aborted":  # reset again before any command: nothing shown
                     report["abandoned"] += 1
                     continue
                 raise BagError(f"bag {bag}: episode {ep.task!r} (init {ep.info.get('init_index')}) ended "

@@ -14,8 +14,8 @@ import time
 
 from .node_config import config_path
 
-NODES = {"generator": "policy_generator", "controller": "policy_controller", "sim": "sim_bridge", "libero": "libero_bridge",
-         "record": "record"}
+NODES = {"generator": "policy_generator", "controller": "policy_controller", "sim": "sim_bridge",
+         "libero": "libero_bridge", "demonstrator": "demonstrator", "record": "record"}
 
 
 class Stack:

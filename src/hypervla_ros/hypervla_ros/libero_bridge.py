@@ -47,6 +47,7 @@ SCHEMA = {
     "rate_hz": ("control rate (LIBERO: 20 Hz)", (1.0, 500.0)),
     "real_time": ("true: fixed-rate loop; false: step as soon as the command for the last frame arrives", None),
     "max_steps": ("commanded steps per episode before a timeout", (1, 100000)),
+    "publish_sim_state": ("publish the privileged MuJoCo state on ~/sim_state (for scripted demonstrators)", None),
     "init_index": ("init state of the next episode; each reset takes the next one (wraps); settable", (0, 10000)),
 }
 
@@ -71,6 +72,7 @@ class LiberoBridgeNode(Node):
         self.joint_pub = self.create_publisher(JointState, p["joint_states_topic"], qos_profile_sensor_data)
         self.pose_pub = self.create_publisher(PoseStamped, p["ee_pose_topic"], qos_profile_sensor_data)
         self.event_pub = self.create_publisher(String, "~/events", LATCHED)
+        self.state_pub = self.create_publisher(String, "~/sim_state", 10) if p["publish_sim_state"] else None
         # Only the newest command counts: depth 1, so a bridge busy rendering never works through a backlog.
         self.create_subscription(EndEffectorAction, p["action_topic"], self.on_action, 1)
         self.create_subscription(TwistStamped, p["twist_topic"], self.on_twist, 1)
@@ -93,6 +95,9 @@ class LiberoBridgeNode(Node):
 
     def reset(self, task) -> None:
         index = self.arm.task_index_of(task) if isinstance(task, str) else task
+        if self.episode["active"]:  # reset mid-episode: the attempt ends unsuccessful, and says so
+            self.episode["active"] = False
+            self.emit("aborted", success=False, goals=self.arm.goals_reached())
         self.init_index = self.next_init % len(self.arm.init_states(index))
         self.next_init = self.init_index + 1
         self.obs = self.arm.reset(index, self.init_index)
@@ -207,6 +212,9 @@ class LiberoBridgeNode(Node):
         q.x, q.y, q.z, q.w = (float(v) for v in obs.ee_quat)
         self.joint_pub.publish(js)
         self.pose_pub.publish(pose)
+        if self.state_pub is not None:
+            self.state_pub.publish(String(data=json.dumps({"stamp": self.frame_stamp_ns, "task": self.arm.task,
+                                                           "state": self.arm.sim_state().tolist()})))
         self.frame_sent_ns = time.monotonic_ns()
         for name in self.cameras:
             self.cam_pubs[name].publish(rgb_to_image(obs.images[name], msg_stamp, frame_id=name))
