@@ -3,6 +3,9 @@
 Separate camera topics with one stamp per step, joint states and the end-effector pose; a Servo twist held for
 one period moves the arm exactly like the same EndEffectorAction; with no fresh command the arm holds."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
@@ -205,6 +208,7 @@ def test_demonstrations_recorded_as_a_bag_become_a_training_set(ros, tmp_path):
     task = "put_the_bowl_on_the_stove"
     with h5py.File(tmp_path / "ds" / f"{task}.hdf5") as f:
         assert json.loads(f.attrs["cameras"]) == list(CAMERAS) and f.attrs["rate_hz"] == 20.0
+        assert json.loads(f.attrs["sources"]) == [str(tmp_path / "bag")]
         demos = [f["data/demo_0"], f["data/demo_1"]]
         assert [d.attrs["init_index"] for d in demos] == [2, 4]
         assert all(d.attrs["success"] == False for d in demos)  # noqa: E712 (h5py gives numpy bools)
@@ -248,7 +252,9 @@ def test_demonstrator_bag_dataset_train_and_run_on_the_arm(ros, tmp_path):
                           demonstrator={"tasks": ["put_the_bowl_on_the_stove"], "episodes_per_task": 2,
                                         "first_init": 7})
     sent = {}
-    with Stack(config, log_dir=str(tmp_path / "logs")) as stack:
+    # LIBERO re-samples its fixtures' places in an order that follows Python's string hashing: one hash seed
+    # for the ROS processes and the direct run below, so both paths see the same scene.
+    with Stack(config, log_dir=str(tmp_path / "logs"), env={"PYTHONHASHSEED": "0"}) as stack:
         probe = ArmProbe()
         probe.create_subscription(EndEffectorAction, "/hypervla/action",
                                   lambda m: sent.setdefault(stamp_ns(m.header.stamp), m), 100)
@@ -280,6 +286,22 @@ def test_demonstrator_bag_dataset_train_and_run_on_the_arm(ros, tmp_path):
     mine = [sent[s] for s in sorted(sent)][: len(actions)]
     np.testing.assert_allclose(actions[:, 3:6], [[m.rotation.x, m.rotation.y, m.rotation.z] for m in mine], atol=1e-7)
     assert np.abs(actions[:, :3]).max() > 0.01 and set(np.unique(actions[:, 6])) == {0.0, 1.0}
+
+    # The same episodes made directly, without ROS (physics first, then one rendering replay): identical for the
+    # first 60 steps; after that, near the release, the two runs drift apart by millimetres (not yet explained).
+    direct = subprocess.run(
+        [sys.executable, "-m", "hypervla_core.cli", "gen-data", "--suite", "libero_goal:put_the_bowl_on_the_stove",
+         "--out", str(tmp_path / "direct"), "--episodes", "2", "--first-init", "7", "--image-size", "32",
+         "--max-steps", "160", "--workers", "1"], env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True,
+        text=True, timeout=600)
+    assert direct.returncode == 0, direct.stderr[-2000:]
+    with h5py.File(tmp_path / "ds" / "put_the_bowl_on_the_stove.hdf5") as a, \
+            h5py.File(tmp_path / "direct" / "put_the_bowl_on_the_stove.hdf5") as b:
+        for k in range(2):
+            x, y = a[f"data/demo_{k}"], b[f"data/demo_{k}"]
+            assert x.attrs["success"] and y.attrs["success"] and x.attrs["init_index"] == y.attrs["init_index"]
+            for key in ["actions", "obs/joint_states", *(f"obs/{c}_rgb" for c in CAMERAS)]:
+                np.testing.assert_array_equal(x[key][:60], y[key][:60], err_msg=f"demo {k} {key}")
 
     (tmp_path / "train.yaml").write_text(TINY_TRAIN)
     assert cli(["train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "ck"),

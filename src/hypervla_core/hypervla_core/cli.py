@@ -33,10 +33,19 @@ def cmd_info(args) -> int:
 
 
 def cmd_gen_data(args) -> int:
+    suite, _, tasks = args.suite.partition(":")
+    if suite.startswith("libero"):  # the Panda: scripted experts, one dataset per camera (as bag-to-dataset)
+        from .libero_data import generate as generate_libero
+
+        report = generate_libero(args.out, suite, args.episodes, [t for t in tasks.split(",") if t],
+                                 args.first_init, args.image_size, args.max_steps,
+                                 0.0 if args.noise is None else args.noise, args.seed, args.workers)
+        print(json.dumps({t: r["kept"] for t, r in report["tasks"].items()}), f"{report['wall_time_s']} s")
+        return 0
     from .gen_data import generate
 
-    generate(args.out, args.suite, args.episodes, args.seed, args.workers, args.image_size, args.noise,
-             args.max_steps, args.tasks_file, args.camera, args.max_rounds)
+    generate(args.out, args.suite, args.episodes, args.seed, args.workers, args.image_size,
+             0.3 if args.noise is None else args.noise, args.max_steps, args.tasks_file, args.camera, args.max_rounds)
     return 0
 
 
@@ -139,14 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.set_defaults(func=cmd_keygen)
 
-    p = sub.add_parser("gen-data", help="Meta-World expert demonstrations -> HDF5 (resumable)")
+    p = sub.add_parser("gen-data", help="expert demonstrations -> HDF5 (resumable): Meta-World, or LIBERO's Panda "
+                       "with --suite libero_goal[:task,task]")
     p.add_argument("--out", default="data/mt10", help="output folder (one .hdf5 per task)")
     p.add_argument("--suite", default="mt10", help="suite name from config/tasks.yaml or comma-separated tasks")
     p.add_argument("--episodes", type=int, default=40, help="successful episodes to keep per task")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="parallel simulator processes")
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--noise", type=float, default=0.3, help="std of executed-action noise (Meta-World units)")
+    p.add_argument("--noise", type=float, default=None,
+                   help="std of action noise (Meta-World units, default 0.3; LIBERO: metres per step, default 0)")
+    p.add_argument("--first-init", type=int, default=0, help="LIBERO: init state of each task's first episode")
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--max-rounds", type=int, default=20, help="rounds of fresh attempts for tasks still short")
     p.add_argument("--tasks-file", default=None, help="phrasings file (default config/tasks.yaml)")

@@ -105,6 +105,26 @@ def write_demo(f: h5py.File, images: np.ndarray, proprio: np.ndarray, actions: n
     return name
 
 
+def write_camera_demo(path, images: dict[str, np.ndarray], joints: np.ndarray, actions: np.ndarray,
+                      attrs: dict, rate_hz: float, source: str) -> str:
+    """Append one demonstration with one dataset per camera (`images`: name -> (T, H, W, 3), in view order)
+    to the HDF5 file at `path`; the file records the cameras, image size, rate and its sources."""
+    with h5py.File(path, "a") as f:
+        data = f.require_group("data")
+        name = f"demo_{len(data.keys())}"
+        g = data.create_group(name)
+        for cam, stack in images.items():
+            g.create_dataset(f"obs/{cam}_rgb", data=stack, chunks=(1, *stack.shape[1:]), compression="lzf")
+        g.create_dataset("obs/joint_states", data=np.asarray(joints, np.float32))
+        g.create_dataset("actions", data=np.asarray(actions, np.float32))
+        g.attrs.update({**attrs, "num_samples": len(actions)})
+        first = next(iter(images.values()))
+        sources = set(json.loads(f.attrs.get("sources", "[]"))) | {source}
+        f.attrs.update({"cameras": json.dumps(list(images)), "image_size": json.dumps(list(first.shape[1:3])),
+                        "rate_hz": rate_hz, "sources": json.dumps(sorted(sources))})
+    return name
+
+
 class DemoDataset:
     """Random (frame, chunk) samples across demos, read from disk per batch: memory bounded by the batch."""
 

@@ -126,7 +126,19 @@ class LiberoArm:
         self.task_index = index
         inner = self.env.env
         inner.parsed_problem["goal_state"] = self.goals[index]  # same scene, this task's goal
-        self.env.reset()
+        # LIBERO re-samples the fixtures' places (cabinet, stove, rack: 1-2 cm) with numpy's global generator at
+        # every reset, and init states hold only joint states: seeded by the init index, an init state is one
+        # scene (the same for every task of the suite), and the caller's random stream is left as it was.
+        saved = np.random.get_state()
+        np.random.seed(init_index)
+        try:
+            self.env.reset()
+        finally:
+            np.random.set_state(saved)
+        # The solver's warm start survives a soft reset; left in, an episode depends on the one before it.
+        self.env.sim.data._data.qacc_warmstart[:] = 0
+        for robot in self.env.env.robots:  # the gripper integrates its commands: start every episode from rest
+            robot.gripper.current_action = np.zeros(robot.gripper.dof)
         self._obs = self.env.set_init_state(states[init_index])
         for _ in range(5):  # objects settle (LIBERO's evaluation does the same with zero actions)
             self._obs, *_ = self.env.step(np.array([0, 0, 0, 0, 0, 0, -1.0]))

@@ -4,8 +4,9 @@ Episodes are split at the bridge's episode events (reset ... success/timeout). E
 the frame of every camera and the joint states it was computed from: an EndEffectorAction by its header stamp
 (the frame's), a TwistStamped (a per-step delta once multiplied by the period) with the newest frame set
 stamped at or before it. Written per task: data/demo_k/obs/<camera>_rgb (T, H, W, 3), obs/joint_states,
-actions (T, 7), attrs language_instruction, task, success, source bag; the file records the cameras (in view
-order), image size, rate and source bags. Unsuccessful attempts are dropped and counted (kept and marked
+actions (T, 7), attrs language_instruction, task, success, source; the file records the cameras (in view order),
+image size, rate and sources (hypervla_core.data.write_camera_demo, which `gen-data --suite libero_goal`
+also uses). Unsuccessful attempts are dropped and counted (kept and marked
 with --keep-failed).
 """
 from __future__ import annotations
@@ -16,8 +17,8 @@ import pathlib
 import sys
 from dataclasses import dataclass, field
 
-import h5py
 import numpy as np
+from hypervla_core.data import write_camera_demo
 from hypervla_core.servo import twist_to_action
 from tqdm import tqdm
 
@@ -135,7 +136,7 @@ def convert(bags, out, cameras=None, proprio_topic="/joint_states",
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"episodes": 0, "dropped_unsuccessful": 0, "abandoned": 0, "frames": 0, "tasks": {}}
-    names, size = None, None
+    names = None
     for bag in bags:
         cams, frames, episodes = _read_bag(bag, cameras, proprio_topic, action_topics, events_topic, period_s)
         bag_names = [camera_name(c) for c in cams]
@@ -153,21 +154,11 @@ def convert(bags, out, cameras=None, proprio_topic="/joint_states",
                 report["dropped_unsuccessful"] += 1
                 continue
             images, joints, actions = _pair(bag, cams, frames, ep, int(max_skew_s * 1e9))
-            size = images[cams[0]][0].shape[:2]
-            with h5py.File(out / f"{ep.task}.hdf5", "a") as f:
-                data = f.require_group("data")
-                g = data.create_group(f"demo_{len(data.keys())}")
-                for c, n in zip(cams, names):
-                    stack = np.stack(images[c])
-                    g.create_dataset(f"obs/{n}_rgb", data=stack, chunks=(1, *stack.shape[1:]), compression="lzf")
-                g.create_dataset("obs/joint_states", data=joints)
-                g.create_dataset("actions", data=actions)
-                g.attrs.update({"language_instruction": ep.instruction, "task": ep.task, "success": bool(ep.success),
-                                "source_bag": str(bag), "init_index": int(ep.info.get("init_index") or 0),
-                                "num_samples": len(actions)})
-                sources = set(json.loads(f.attrs.get("source_bags", "[]"))) | {str(bag)}
-                f.attrs.update({"cameras": json.dumps(names), "image_size": json.dumps(list(size)),
-                                "rate_hz": 1.0 / period_s, "source_bags": json.dumps(sorted(sources))})
+            write_camera_demo(out / f"{ep.task}.hdf5", {n: np.stack(images[c]) for c, n in zip(cams, names)},
+                              joints, actions, {"language_instruction": ep.instruction, "task": ep.task,
+                                                "success": bool(ep.success), "source": str(bag),
+                                                "init_index": int(ep.info.get("init_index") or 0)},
+                              1.0 / period_s, str(bag))
             report["episodes"] += 1
             report["frames"] += len(actions)
             report["tasks"][ep.task] = report["tasks"].get(ep.task, 0) + 1

@@ -1,0 +1,103 @@
+"""LIBERO demonstrations without ROS (`hypervla gen-data --suite libero_goal`): the scripted experts drive the
+arm in process and the episodes are written in bag-to-dataset's layout. Physics first, rendering once: each
+attempt runs without cameras; only a successful one is replayed with its recorded actions and rendered (the
+physics is deterministic, so the replay is the same episode). The ROS path (demonstrator + bridge + record +
+bag-to-dataset) gives the same episodes (test_libero_bridge checks it).
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import pathlib
+import time
+
+import numpy as np
+
+from .data import write_camera_demo
+from .libero_env import CAMERAS, LiberoArm, LiberoConfig
+from .libero_experts import PLANS, Expert
+
+
+def demonstrate(arm: LiberoArm, shadow: LiberoArm, task: str, init: int, max_steps: int, rng=None,
+                noise: float = 0.0):
+    """One attempt: (actions (T, 7), success, goals reached at the end). The expert sees the scene through a
+    shadow copy loaded from the arm's state each step, exactly as the demonstrator node does over ROS."""
+    arm.reset(task, init)
+    expert = Expert(shadow, task, rng, noise)
+    actions, ok = [], False
+    while len(actions) < max_steps and not ok:
+        view = shadow.load_state(arm.sim_state(), task)
+        if expert.done:
+            break
+        a = expert.act(view)
+        actions.append(a)
+        _, ok = arm.step(a)
+    return np.array(actions, np.float32).reshape(-1, 7), ok, arm.goals_reached()
+
+
+def replay(arm: LiberoArm, task: str, init: int, actions: np.ndarray):
+    """Render an episode from its actions: (images per camera (T, H, W, 3), joints (T, 9)), the observation
+    each action was computed from; and whether it succeeded again."""
+    obs = arm.reset(task, init)
+    images = {c: [] for c in arm.cfg.cameras}
+    joints, ok = [], False
+    for a in actions:
+        for c in arm.cfg.cameras:
+            images[c].append(obs.images[c])
+        joints.append(obs.joints)
+        obs, ok = arm.step(a)
+    return {c: np.stack(v) for c, v in images.items()}, np.stack(joints), ok
+
+
+def _worker(job) -> dict:
+    out, suite, tasks, episodes, first_init, image_size, max_steps, noise, seed = job
+    physics = LiberoArm(LiberoConfig(suite=suite, cameras=()))
+    shadow = LiberoArm(LiberoConfig(suite=suite, cameras=()))
+    render = LiberoArm(LiberoConfig(suite=suite, cameras=CAMERAS, image_size=image_size))
+    report = {}
+    for task in tasks:
+        rng = np.random.default_rng([seed, physics.task_index_of(task)])
+        path = pathlib.Path(out) / f"{task}.hdf5.part"
+        path.unlink(missing_ok=True)
+        kept, attempted = 0, []
+        init = first_init
+        while kept < episodes and len(attempted) < 3 * episodes:
+            actions, ok, goals = demonstrate(physics, shadow, task, init % 50, max_steps, rng, noise)
+            attempted.append(init)
+            if ok:
+                images, joints, again = replay(render, task, init % 50, actions)
+                if again:  # the replay is the same episode; an unreproducible one is not kept
+                    write_camera_demo(path, images, joints, actions,
+                                      {"language_instruction": physics.tasks[physics.task_index_of(task)].language,
+                                       "task": task, "success": True, "source": "gen-data", "init_index": init % 50,
+                                       "goals": json.dumps(goals)}, physics.cfg.control_freq, "gen-data")
+                    kept += 1
+            init += 1
+        if kept:
+            path.rename(path.with_suffix(""))  # a task's file appears whole or not at all (resumable)
+        report[task] = {"kept": kept, "attempted_inits": attempted}
+    for arm in (physics, shadow, render):
+        arm.close()
+    return report
+
+
+def generate(out: str, suite: str = "libero_goal", episodes: int = 50, tasks=None, first_init: int = 0,
+             image_size: int = 128, max_steps: int = 300, noise: float = 0.0, seed: int = 0, workers: int = 2) -> dict:
+    outdir = pathlib.Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    names = list(tasks) if tasks else list(PLANS)
+    done = [t for t in names if (outdir / f"{t}.hdf5").exists()]
+    todo = [t for t in names if t not in done]  # resumable: finished tasks are kept
+    start = time.time()
+    jobs = [(out, suite, todo[i::workers], episodes, first_init, image_size, max_steps, noise, seed)
+            for i in range(min(workers, len(todo)))]
+    report = {}
+    if len(jobs) == 1:
+        report.update(_worker(jobs[0]))
+    elif jobs:
+        with mp.get_context("spawn").Pool(len(jobs)) as pool:
+            for r in pool.map(_worker, jobs):
+                report.update(r)
+    summary = {"tasks": report, "skipped_existing": done, "wall_time_s": round(time.time() - start, 1)}
+    (outdir / "gen_data_report.json").write_text(json.dumps(summary, indent=2))
+    return summary
