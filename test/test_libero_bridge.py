@@ -3,7 +3,6 @@
 Separate camera topics with one stamp per step, joint states and the end-effector pose; a Servo twist held for
 one period moves the arm exactly like the same EndEffectorAction; with no fresh command the arm holds."""
 import json
-import os
 import subprocess
 import sys
 
@@ -245,16 +244,14 @@ def test_demonstrator_bag_dataset_train_and_run_on_the_arm(ros, tmp_path):
     from hypervla_ros.bag_to_dataset import convert
 
     topics = [f"/cameras/{c}/image_raw" for c in CAMERAS] + [
-        "/joint_states", "/hypervla/action", "/hypervla/instruction", "/libero_bridge/events"]
+        "/joint_states", "/hypervla/action", "/libero_bridge/applied", "/hypervla/instruction", "/libero_bridge/events"]
     bridge = {"image_size": 32, "real_time": False, "max_steps": 160, "publish_sim_state": True}
     config = write_config(tmp_path, "unused", libero_bridge=bridge,
                           record={"output": str(tmp_path / "bag"), "topics": topics},
                           demonstrator={"tasks": ["put_the_bowl_on_the_stove"], "episodes_per_task": 2,
                                         "first_init": 7})
     sent = {}
-    # LIBERO re-samples its fixtures' places in an order that follows Python's string hashing: one hash seed
-    # for the ROS processes and the direct run below, so both paths see the same scene.
-    with Stack(config, log_dir=str(tmp_path / "logs"), env={"PYTHONHASHSEED": "0"}) as stack:
+    with Stack(config, log_dir=str(tmp_path / "logs")) as stack:
         probe = ArmProbe()
         probe.create_subscription(EndEffectorAction, "/hypervla/action",
                                   lambda m: sent.setdefault(stamp_ns(m.header.stamp), m), 100)
@@ -287,13 +284,11 @@ def test_demonstrator_bag_dataset_train_and_run_on_the_arm(ros, tmp_path):
     np.testing.assert_allclose(actions[:, 3:6], [[m.rotation.x, m.rotation.y, m.rotation.z] for m in mine], atol=1e-7)
     assert np.abs(actions[:, :3]).max() > 0.01 and set(np.unique(actions[:, 6])) == {0.0, 1.0}
 
-    # The same episodes made directly, without ROS (physics first, then one rendering replay): identical for the
-    # first 60 steps; after that, near the release, the two runs drift apart by millimetres (not yet explained).
+    # The same episodes made directly, without ROS (physics first, then one rendering replay): identical.
     direct = subprocess.run(
         [sys.executable, "-m", "hypervla_core.cli", "gen-data", "--suite", "libero_goal:put_the_bowl_on_the_stove",
          "--out", str(tmp_path / "direct"), "--episodes", "2", "--first-init", "7", "--image-size", "32",
-         "--max-steps", "160", "--workers", "1"], env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True,
-        text=True, timeout=600)
+         "--max-steps", "160", "--workers", "1"], capture_output=True, text=True, timeout=600)
     assert direct.returncode == 0, direct.stderr[-2000:]
     with h5py.File(tmp_path / "ds" / "put_the_bowl_on_the_stove.hdf5") as a, \
             h5py.File(tmp_path / "direct" / "put_the_bowl_on_the_stove.hdf5") as b:
@@ -301,7 +296,7 @@ def test_demonstrator_bag_dataset_train_and_run_on_the_arm(ros, tmp_path):
             x, y = a[f"data/demo_{k}"], b[f"data/demo_{k}"]
             assert x.attrs["success"] and y.attrs["success"] and x.attrs["init_index"] == y.attrs["init_index"]
             for key in ["actions", "obs/joint_states", *(f"obs/{c}_rgb" for c in CAMERAS)]:
-                np.testing.assert_array_equal(x[key][:60], y[key][:60], err_msg=f"demo {k} {key}")
+                np.testing.assert_array_equal(x[key][:], y[key][:], err_msg=f"demo {k} {key}")
 
     (tmp_path / "train.yaml").write_text(TINY_TRAIN)
     assert cli(["train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "ck"),

@@ -26,7 +26,7 @@ def demonstrate(arm: LiberoArm, shadow: LiberoArm, task: str, init: int, max_ste
     expert = Expert(shadow, task, rng, noise)
     actions, ok = [], False
     while len(actions) < max_steps and not ok:
-        view = shadow.load_state(arm.sim_state(), task)
+        view = shadow.load_state(arm.sim_state(), task, arm.fixture_poses())
         if expert.done:
             break
         a = expert.act(view)

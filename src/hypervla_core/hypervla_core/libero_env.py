@@ -116,16 +116,19 @@ class LiberoArm:
     def init_states(self, task_index: int | None = None) -> np.ndarray:
         return self.suite.get_task_init_states(self.task_index if task_index is None else task_index)
 
-    def reset(self, task: int | str, init_index: int = 0) -> ArmObservation:
+    def set_task(self, task: int | str) -> int:
+        """The task whose goal counts as success (same scene, another goal). Returns its index."""
         index = task if isinstance(task, int) else self.task_index_of(task)
         if index is None or not 0 <= index < len(self.tasks):
             raise ValueError(f"no task {task!r} in {self.cfg.suite}")
-        states = self.init_states(index)
+        self.task_index = index
+        self.env.env.parsed_problem["goal_state"] = self.goals[index]
+        return index
+
+    def reset(self, task: int | str, init_index: int = 0) -> ArmObservation:
+        states = self.init_states(self.set_task(task))
         if not 0 <= init_index < len(states):
             raise ValueError(f"init state {init_index} out of range: {self.cfg.suite} has {len(states)}")
-        self.task_index = index
-        inner = self.env.env
-        inner.parsed_problem["goal_state"] = self.goals[index]  # same scene, this task's goal
         # LIBERO re-samples the fixtures' places (cabinet, stove, rack: 1-2 cm) with numpy's global generator at
         # every reset, and init states hold only joint states: seeded by the init index, an init state is one
         # scene (the same for every task of the suite), and the caller's random stream is left as it was.
@@ -198,14 +201,26 @@ class LiberoArm:
     def sim_state(self) -> np.ndarray:
         return self.env.get_sim_state()
 
-    def load_state(self, state: np.ndarray, task: int | str | None = None) -> ArmObservation:
-        """Put the scene in a flattened MuJoCo state (another arm's sim_state): a shadow copy for experts."""
+    def fixture_poses(self) -> dict[str, list[float]]:
+        """Where the fixtures stand (pos + quat per root body): part of the scene, not of the joint state."""
+        model, env = self.env.sim.model, self.env.env
+        out = {}
+        for fixture in env.fixtures_dict.values():
+            i = model.body_name2id(fixture.root_body)
+            out[fixture.root_body] = [*map(float, model.body_pos[i]), *map(float, model.body_quat[i])]
+        return out
+
+    def load_state(self, state: np.ndarray, task: int | str | None = None,
+                   fixtures: dict[str, list[float]] | None = None) -> ArmObservation:
+        """Put the scene in another arm's state (sim_state, and fixture_poses: LIBERO moves its fixtures at
+        every reset, and the joint state does not say where they are): a shadow copy for the experts."""
+        if fixtures:
+            model = self.env.sim.model
+            for body, pose in fixtures.items():
+                i = model.body_name2id(body)
+                model.body_pos[i], model.body_quat[i] = pose[:3], pose[3:]
         if task is not None:
-            index = task if isinstance(task, int) else self.task_index_of(task)
-            if index is None:
-                raise ValueError(f"no task {task!r} in {self.cfg.suite}")
-            self.task_index = index
-            self.env.env.parsed_problem["goal_state"] = self.goals[index]
+            self.set_task(task)
         self._obs = self.env.regenerate_obs_from_state(np.asarray(state, np.float64))
         return self.observe()
 

@@ -1,6 +1,7 @@
 """bag-to-dataset: recorded demonstrations (rosbag2) -> the HDF5 training layout (`hypervla bag-to-dataset`).
 
-Episodes are split at the bridge's episode events (reset ... success/timeout). Each command is paired with
+Episodes are split at the bridge's episode events (reset ... success/timeout/aborted). The actions are the
+driver's record of executed steps (~/applied) when the bag has it, else the commands sent. Each is paired with
 the frame of every camera and the joint states it was computed from: an EndEffectorAction by its header stamp
 (the frame's), a TwistStamped (a per-step delta once multiplied by the period) with the newest frame set
 stamped at or before it. Written per task: data/demo_k/obs/<camera>_rgb (T, H, W, 3), obs/joint_states,
@@ -27,6 +28,8 @@ from .image_conversion import ImageError, image_to_rgb
 from .node_config import stamp_ns
 
 ACTION, TWIST = "hypervla_msgs/msg/EndEffectorAction", "geometry_msgs/msg/TwistStamped"
+APPLIED = "/libero_bridge/applied"
+COMMAND_TOPICS = (APPLIED, "/hypervla/action", "/libero_bridge/delta_twist_cmds")
 
 
 @dataclass
@@ -55,6 +58,8 @@ def _read_bag(bag, cameras, proprio_topic, action_topics, events_topic, period_s
         if not cams or missing:
             raise BagError(f"bag {bag}: missing {missing or 'camera topics'}; it has {sorted(topics)}")
         acts = [t for t in action_topics if t in topics]
+        if APPLIED in acts:  # the driver's record of what it executed: exactly one action per step taken
+            acts = [APPLIED]
         if not acts:
             raise BagError(f"bag {bag}: no command topic among {list(action_topics)}; it has {sorted(topics)}")
         frames: dict[int, dict] = {}  # stamp -> {camera topic: image, "joints": positions}
@@ -131,7 +136,7 @@ def _pair(bag, cams, frames, ep, max_skew_ns):
 
 
 def convert(bags, out, cameras=None, proprio_topic="/joint_states",
-            action_topics=("/hypervla/action", "/libero_bridge/delta_twist_cmds"),
+            action_topics=COMMAND_TOPICS,
             events_topic="/libero_bridge/events", period_s=0.05, max_skew_s=0.02, keep_failed=False) -> dict:
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -174,7 +179,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="dataset folder (one .hdf5 per task)")
     ap.add_argument("--cameras", nargs="*", help="camera topics in view order (default: every Image topic, sorted)")
     ap.add_argument("--proprio-topic", default="/joint_states")
-    ap.add_argument("--action-topics", nargs="+", default=["/hypervla/action", "/libero_bridge/delta_twist_cmds"])
+    ap.add_argument("--action-topics", nargs="+", default=list(COMMAND_TOPICS),
+                    help=f"commands (EndEffectorAction or TwistStamped); {APPLIED}, when recorded, is used alone")
     ap.add_argument("--events-topic", default="/libero_bridge/events")
     ap.add_argument("--period", type=float, default=0.05, help="control period in seconds (twist -> delta)")
     ap.add_argument("--max-skew", type=float, default=0.02, help="seconds between one step's camera frames")

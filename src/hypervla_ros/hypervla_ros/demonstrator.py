@@ -86,8 +86,7 @@ class DemonstratorNode(Node):
             return
         if event["event"] == "reset" and event.get("task") == a["task"] and event.get("init_index") == a["init_index"]:
             a["started"] = True
-            self.shadow.load_state(self.shadow.init_states(self.shadow.task_index_of(a["task"]))[a["init_index"] % 50],
-                                   a["task"])
+            self.shadow.set_task(a["task"])
             self.expert = Expert(self.shadow, a["task"], self.rng, self.p["noise"])
             self.last = (None, None)  # (sim time, action) of the last decision
         elif event["event"] != "reset" and a["started"]:
@@ -105,7 +104,7 @@ class DemonstratorNode(Node):
         if sim_time == self.last[0]:  # the bridge re-sent a frame while waiting: same scene, same decision
             action = self.last[1]
         else:
-            obs = self.shadow.load_state(body["state"])
+            obs = self.shadow.load_state(body["state"], fixtures=body["fixtures"])
             if self.expert.done:  # out of phases without the goal: give up (the bridge marks it aborted)
                 self.expert = None
                 self.reset_client.call_async(Trigger.Request())

@@ -8,6 +8,7 @@ grip from the last action or gripper_topic). No fresh command for incoming_comma
 real_time: a timer at rate_hz steps the arm (holding when no command is fresh). Otherwise the arm steps as
 soon as a command for the last frame arrives. Episode events on ~/events (JSON, as sim_bridge) use LIBERO's
 own goal predicates; "goals" lists every suite task whose goal holds (another task's goal = a wrong goal).
+~/applied carries each executed step's action, stamped with the frame it was computed from.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ SCHEMA = {
     "ee_pose_topic": ("geometry_msgs/PoseStamped output (base frame)", None),
     "action_topic": ("hypervla_msgs/EndEffectorAction input (delta per step)", None),
     "twist_topic": ("geometry_msgs/TwistStamped input, MoveIt Servo convention", None),
+    "applied_topic": ("hypervla_msgs/EndEffectorAction output: each command as executed, stamped with its frame", None),
     "gripper_topic": ("std_msgs/Float32 grip for twist commands: 0 open .. 1 closed", None),
     "incoming_command_timeout": ("hold the arm when the newest command is older than this (s)", (0.001, 10.0)),
     "rate_hz": ("control rate (LIBERO: 20 Hz)", (1.0, 500.0)),
@@ -72,6 +74,7 @@ class LiberoBridgeNode(Node):
         self.joint_pub = self.create_publisher(JointState, p["joint_states_topic"], qos_profile_sensor_data)
         self.pose_pub = self.create_publisher(PoseStamped, p["ee_pose_topic"], qos_profile_sensor_data)
         self.event_pub = self.create_publisher(String, "~/events", LATCHED)
+        self.applied_pub = self.create_publisher(EndEffectorAction, p["applied_topic"], 100)
         self.state_pub = self.create_publisher(String, "~/sim_state", 10) if p["publish_sim_state"] else None
         # Only the newest command counts: depth 1, so a bridge busy rendering never works through a backlog.
         self.create_subscription(EndEffectorAction, p["action_topic"], self.on_action, 1)
@@ -188,6 +191,7 @@ class LiberoBridgeNode(Node):
                 self.obs = self.arm.hold()
                 self.publish_frame()
             return
+        self.publish_applied(action)
         self.obs, success = self.arm.step(action)
         if success or self.arm.done:
             self.episode["active"] = False
@@ -197,6 +201,16 @@ class LiberoBridgeNode(Node):
                       e2e_samples=len(self.e2e))
             return
         self.publish_frame()
+
+    def publish_applied(self, action: np.ndarray) -> None:
+        """What the arm did this step and from which frame: the record a dataset is made from (a command that
+        came too late, or twice for one frame, never moved the arm and is not in it)."""
+        msg = EndEffectorAction(gripper=float(action[6]))
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(self.frame_stamp_ns, 1_000_000_000)
+        msg.header.frame_id = "base"
+        msg.translation.x, msg.translation.y, msg.translation.z = (float(v) for v in action[:3])
+        msg.rotation.x, msg.rotation.y, msg.rotation.z = (float(v) for v in action[3:6])
+        self.applied_pub.publish(msg)
 
     def publish_frame(self) -> None:
         stamp = self.get_clock().now()
@@ -214,7 +228,8 @@ class LiberoBridgeNode(Node):
         self.pose_pub.publish(pose)
         if self.state_pub is not None:
             self.state_pub.publish(String(data=json.dumps({"stamp": self.frame_stamp_ns, "task": self.arm.task,
-                                                           "state": self.arm.sim_state().tolist()})))
+                                                           "state": self.arm.sim_state().tolist(),
+                                                           "fixtures": self.arm.fixture_poses()})))
         self.frame_sent_ns = time.monotonic_ns()
         for name in self.cameras:
             self.cam_pubs[name].publish(rgb_to_image(obs.images[name], msg_stamp, frame_id=name))
