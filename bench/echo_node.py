@@ -14,8 +14,10 @@ from hypervla_ros.node_runtime import run
 class EchoNode(Node):
     def __init__(self):
         super().__init__("bench_echo")
-        pub = self.create_publisher(Header, "/bench/echo", 100)
-        self.create_subscription(Image, "/bench/camera", lambda m: pub.publish(m.header), qos_profile_sensor_data)
+        for suffix in ("", "2"):  # a second camera for the two-topic figure
+            pub = self.create_publisher(Header, f"/bench/echo{suffix}", 100)
+            self.create_subscription(Image, f"/bench/camera{suffix}", lambda m, p=pub: p.publish(m.header),
+                                     qos_profile_sensor_data)
 
 
 if __name__ == "__main__":
