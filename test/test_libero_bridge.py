@@ -303,6 +303,7 @@ def test_demonstrator_bag_dataset_train_and_run_on_the_arm(ros, tmp_path):
                 "--config", str(tmp_path / "train.yaml")]) == 0
     cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
     assert cfg["model"]["views"] == 2 and cfg["model"]["proprio_dim"] == 9
+    assert cfg["extra"]["cameras"] == list(CAMERAS)  # the order camera_topics must follow (hypervla info)
 
     config = write_config(tmp_path, tmp_path / "ck", libero_bridge={**bridge, "max_steps": 12},
                           policy_controller={"camera_topics": [f"/cameras/{c}/image_raw" for c in CAMERAS],

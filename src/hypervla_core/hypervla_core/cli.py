@@ -16,13 +16,17 @@ def cmd_info(args) -> int:
     ckpt.load_state_strict(model, loaded.state, f"checkpoint {args.checkpoint}")
     counts = model.parameter_counts()
     active = dict(zip(ckpt.ACTION_DIM_NAMES, (bool(a) for a in loaded.stats.active())))
-    info = {"model_id": loaded.model_id, "model_type": loaded.cfg.model_type, **counts, "active_action_dims": active}
+    extra = loaded.meta.get("extra", {})
+    cameras = extra.get("cameras") or extra.get("camera")  # the views in the order the controller must take them
+    info = {"model_id": loaded.model_id, "model_type": loaded.cfg.model_type, **counts, "active_action_dims": active,
+            "views": loaded.cfg.views, "cameras": cameras, "proprio_dim": loaded.cfg.proprio_dim}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     print(f"checkpoint      {args.checkpoint}")
     print(f"model id        {loaded.model_id}")
     print(f"model type      {loaded.cfg.model_type}")
+    print(f"views           {loaded.cfg.views} ({cameras or 'not recorded'}); proprio {loaded.cfg.proprio_dim} values")
     for key, value in counts.items():
         print(f"{key.replace('_', ' '):28s} {value:>12,d}")
     off = [k for k, a in active.items() if not a]
