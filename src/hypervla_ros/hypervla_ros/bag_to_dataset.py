@@ -69,7 +69,10 @@ def _read_bag(bag, cameras, proprio_topic, action_topics, events_topic, period_s
         total = sum(c.msgcount for c in conns)
         for conn, _, raw in tqdm(reader.messages(connections=conns), total=total, desc=f"{pathlib.Path(bag).name}",
                                  unit="msg", leave=False, disable=total < 2000):
-            msg = reader.deserialize(raw, conn.msgtype)
+            try:
+                msg = reader.deserialize(raw, conn.msgtype)
+            except Exception as exc:  # rosbags raises several types for a message that does not decode
+                raise BagError(f"bag {bag}: a message on {conn.topic} cannot be decoded ({exc})") from exc
             if conn.topic == events_topic:
                 event = json.loads(msg.data)
                 if event["event"] == "reset":
