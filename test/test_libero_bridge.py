@@ -19,6 +19,7 @@ from std_srvs.srv import Trigger
 from hypervla_msgs.msg import EndEffectorAction
 from hypervla_ros.bringup import Stack
 from hypervla_ros.node_config import LATCHED, stamp_ns
+from hypervla_ros.policy_msgs import action_msg
 from ros_helpers import Spinner, wait_until, write_config
 
 CAMERAS = ("agentview", "robot0_eye_in_hand")
@@ -66,12 +67,7 @@ class ArmProbe(Node):
         return np.array(self.joints[-1].position)
 
     def action(self, stamp: int, a) -> None:
-        msg = EndEffectorAction(gripper=float(a[6]))
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
-        msg.header.frame_id = "base"
-        msg.translation.x, msg.translation.y, msg.translation.z = (float(v) for v in a[:3])
-        msg.rotation.x, msg.rotation.y, msg.rotation.z = (float(v) for v in a[3:6])
-        self.action_pub.publish(msg)
+        self.action_pub.publish(action_msg(a, stamp))
 
     def twist(self, linear, angular, frame="base") -> None:
         msg = TwistStamped()

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .bags import BagError, open_reader
 from .image_conversion import ImageError, image_to_rgb
 from .node_config import stamp_ns
+from .policy_msgs import action_vector
 
 ACTION, TWIST = "hypervla_msgs/msg/EndEffectorAction", "geometry_msgs/msg/TwistStamped"
 APPLIED = "/libero_bridge/applied"
@@ -91,8 +92,7 @@ def _read_bag(bag, cameras, proprio_topic, action_topics, events_topic, period_s
             elif ep is not None and ep.success is None:
                 s = stamp_ns(msg.header.stamp)
                 if conn.msgtype == ACTION:
-                    t, r = msg.translation, msg.rotation
-                    a = np.array([t.x, t.y, t.z, r.x, r.y, r.z, msg.gripper], np.float32)
+                    a = action_vector(msg)
                 elif conn.msgtype == TWIST:
                     lin, ang = msg.twist.linear, msg.twist.angular
                     grip = ep.commands[-1][2][6] if ep.commands else 0.0

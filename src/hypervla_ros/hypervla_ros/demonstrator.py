@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import rclpy
 from hypervla_core.libero_env import LiberoArm, LiberoConfig
 from hypervla_core.libero_experts import PLANS, Expert
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -24,6 +23,7 @@ from hypervla_msgs.msg import EndEffectorAction
 
 from .node_config import LATCHED, declare, node_defaults
 from .node_runtime import run
+from .policy_msgs import action_msg
 
 SCHEMA = {
     "suite": ("LIBERO suite of the bridge", None),
@@ -111,12 +111,7 @@ class DemonstratorNode(Node):
                 return
             action = self.expert.act(obs)
             self.last = (sim_time, action)
-        out = EndEffectorAction(gripper=float(action[6]), policy_id="demonstrator")
-        out.header.stamp = rclpy.time.Time(nanoseconds=int(body["stamp"])).to_msg()
-        out.header.frame_id = "base"
-        out.translation.x, out.translation.y, out.translation.z = (float(v) for v in action[:3])
-        out.rotation.x, out.rotation.y, out.rotation.z = (float(v) for v in action[3:6])
-        self.action_pub.publish(out)
+        self.action_pub.publish(action_msg(action, body["stamp"], "demonstrator"))
 
     def close(self) -> None:
         self.shadow.close()

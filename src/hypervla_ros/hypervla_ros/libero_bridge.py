@@ -31,6 +31,7 @@ from hypervla_msgs.msg import EndEffectorAction
 from .image_conversion import rgb_to_image
 from .node_config import LATCHED, Window, declare, node_defaults, stamp_ns
 from .node_runtime import run
+from .policy_msgs import action_msg, action_vector
 
 SCHEMA = {
     "suite": ("LIBERO suite (one scene, several goals)", None),
@@ -135,10 +136,8 @@ class LiberoBridgeNode(Node):
     def on_action(self, msg: EndEffectorAction) -> None:
         if not self.episode["active"]:
             return
-        action = [msg.translation.x, msg.translation.y, msg.translation.z,
-                  msg.rotation.x, msg.rotation.y, msg.rotation.z, msg.gripper]
         try:
-            self.servo.on_delta(action, self._sent_s(msg.header.stamp))
+            self.servo.on_delta(action_vector(msg), self._sent_s(msg.header.stamp))
         except ValueError as exc:
             self.get_logger().error(f"ignored an action: {exc}", throttle_duration_sec=2.0)
             return
@@ -205,12 +204,7 @@ class LiberoBridgeNode(Node):
     def publish_applied(self, action: np.ndarray) -> None:
         """What the arm did this step and from which frame: the record a dataset is made from (a command that
         came too late, or twice for one frame, never moved the arm and is not in it)."""
-        msg = EndEffectorAction(gripper=float(action[6]))
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(self.frame_stamp_ns, 1_000_000_000)
-        msg.header.frame_id = "base"
-        msg.translation.x, msg.translation.y, msg.translation.z = (float(v) for v in action[:3])
-        msg.rotation.x, msg.rotation.y, msg.rotation.z = (float(v) for v in action[3:6])
-        self.applied_pub.publish(msg)
+        self.applied_pub.publish(action_msg(action, self.frame_stamp_ns))
 
     def publish_frame(self) -> None:
         stamp = self.get_clock().now()

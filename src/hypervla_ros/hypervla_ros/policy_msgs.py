@@ -1,4 +1,5 @@
-"""hypervla_msgs/TaskPolicy <-> hypervla_core TaskPolicy. Validation (hash, shapes, version) is the core's."""
+"""hypervla_msgs/TaskPolicy <-> hypervla_core TaskPolicy (validation: hash, shapes, version, is the core's), and
+EndEffectorAction <-> the 7-D action vector (xyz m, roll-pitch-yaw rad, gripper 0..1)."""
 from __future__ import annotations
 
 import array
@@ -12,6 +13,7 @@ from hypervla_core.task_policy import (
     TaskPolicy,
 )
 
+from hypervla_msgs.msg import EndEffectorAction
 from hypervla_msgs.msg import TaskPolicy as TaskPolicyMsg
 from hypervla_msgs.msg import Tensor
 
@@ -63,3 +65,19 @@ def from_msg(msg: TaskPolicyMsg) -> TaskPolicy:
         action_mean=np.asarray(msg.action_mean, np.float32), action_std=np.asarray(msg.action_std, np.float32),
         generation_time_ms=msg.generation_time_ms, policy_id=msg.policy_id,
     )
+
+
+def action_msg(action, stamp_ns: int, policy_id: str = "") -> EndEffectorAction:
+    """A 7-D action stamped with the frame it was computed from, in the base frame."""
+    msg = EndEffectorAction(gripper=float(action[6]), policy_id=policy_id)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    msg.header.frame_id = "base"
+    msg.translation.x, msg.translation.y, msg.translation.z = (float(v) for v in action[:3])
+    msg.rotation.x, msg.rotation.y, msg.rotation.z = (float(v) for v in action[3:6])
+    return msg
+
+
+def action_vector(msg) -> np.ndarray:
+    """EndEffectorAction (rclpy or rosbags) -> the 7-D action."""
+    t, r = msg.translation, msg.rotation
+    return np.array([t.x, t.y, t.z, r.x, r.y, r.z, msg.gripper], np.float32)
