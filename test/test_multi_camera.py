@@ -5,11 +5,11 @@ import time
 import numpy as np
 from fault_helpers import UP, running, state_is, still
 from hypervla_ros.bringup import Stack
-from hypervla_ros.image_conversion import rgb_to_image
+from hypervla_ros.image_conversion import rgb_to_compressed, rgb_to_image
 from rclpy.duration import Duration
 from rclpy.qos import qos_profile_sensor_data
 from ros_helpers import Probe, Spinner, wait_until, write_config
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 
 from hypervla_msgs.msg import ControllerStatus as S
 
@@ -21,6 +21,15 @@ class TwoCameraProbe(Probe):
         super().__init__("two_camera_probe")
         self.cams = [self.create_publisher(Image, t, qos_profile_sensor_data) for t in TOPICS]
         self.wrist_on, self.wrist_lag_ns = True, 0
+        self.tiled = self.create_publisher(CompressedImage, "/camera/image_raw/compressed", 10)
+
+    def publish_tiled(self):
+        """Both views in one compressed image on the single-camera topic, with fresh joint states."""
+        now = self.get_clock().now().to_msg()
+        js = JointState(position=[0.0, 0.6, 0.2, 1.0])
+        js.header.stamp = now
+        self.proprio.publish(js)
+        self.tiled.publish(rgb_to_compressed(self.rng.integers(0, 255, (64, 128, 3), dtype=np.uint8), "jpeg", now))
 
     def publish_frame(self, image=None):
         now = self.get_clock().now()
@@ -49,7 +58,14 @@ def test_two_camera_topics_dead_and_skewed_camera_hold(ros, tmp_path, tiny_check
             t0 = time.monotonic()
             assert wait_until(lambda: len(probe.actions_since(t0)) >= 10, 10)
 
-            probe.wrist_on = False  # the wrist camera dies; the front one goes on
+            probe.camera_on(False)  # a single tiled image on the one-camera topic does not stand in for the set
+            probe.wrist_on = False
+            t_off = time.monotonic()
+            for _ in range(30):
+                probe.publish_tiled()
+                time.sleep(0.033)
+            assert state_is(probe, S.STALE) and not probe.actions_since(t_off + 0.3)
+            probe.camera_on()  # the front camera again; the wrist camera stays dead
             assert wait_until(lambda: state_is(probe, S.STALE, "wrist"), 10), probe.latest_status()
             assert "old" in probe.latest_status().reason or "not heard" in probe.latest_status().reason
             assert still(probe)

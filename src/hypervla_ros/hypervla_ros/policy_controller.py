@@ -133,9 +133,10 @@ class PolicyControllerNode(Node):
         self.client = self.create_client(GeneratePolicy, p["generator_service"], qos_profile=GENERATOR_CLIENT)
         for topic in p["camera_topics"]:
             self.create_subscription(Image, topic, lambda m, t=topic: self.on_camera(t, m), qos_profile_sensor_data)
+        # With camera_topics the single-image inputs are off: one tiled image must not stand in for the set.
         if p["camera_topic"] and not p["camera_topics"]:
             self.create_subscription(Image, p["camera_topic"], self.on_image, qos_profile_sensor_data)
-        if p["compressed_camera_topic"]:
+        if p["compressed_camera_topic"] and not p["camera_topics"]:
             self.create_subscription(CompressedImage, p["compressed_camera_topic"], self.on_compressed,
                                      qos_profile_sensor_data)
         self.create_subscription(String, p["instruction_topic"], self.on_instruction, LATCHED)
