@@ -47,6 +47,10 @@ class ServoInput:
         self.command: _Command | None = None
         self.gripper = 0.0  # the last commanded grip, kept while holding
 
+    def clear(self) -> None:
+        """A new episode: no command, the grip open."""
+        self.command, self.gripper = None, 0.0
+
     def on_delta(self, action, now_s: float) -> None:
         a = np.asarray(action, np.float32)
         if a.shape != (7,) or not np.isfinite(a).all():

@@ -98,14 +98,14 @@ class LiberoBridgeNode(Node):
         return SetParametersResult(successful=True)
 
     def reset(self, task) -> None:
-        index = self.arm.task_index_of(task) if isinstance(task, str) else task
+        index = self.arm.set_task(task)  # an unknown task: ValueError naming it
         if self.episode["active"]:  # reset mid-episode: the attempt ends unsuccessful, and says so
             self.episode["active"] = False
             self.emit("aborted", success=False, goals=self.arm.goals_reached())
         self.init_index = self.next_init % len(self.arm.init_states(index))
         self.next_init = self.init_index + 1
         self.obs = self.arm.reset(index, self.init_index)
-        self.servo.command, self.servo.gripper = None, 0.0
+        self.servo.clear()
         self.e2e = Window(5000)
         self.episode = {"active": True, "task": self.arm.task, "init_index": self.init_index, "start": time.time()}
         self.emit("reset", instruction=self.arm.instruction)
