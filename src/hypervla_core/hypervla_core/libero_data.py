@@ -61,15 +61,16 @@ def _worker(job) -> dict:
         path.unlink(missing_ok=True)
         kept, attempted = 0, []
         init = first_init
+        n_inits = len(physics.init_states(physics.task_index_of(task)))
         while kept < episodes and len(attempted) < 3 * episodes:
-            actions, ok, goals = demonstrate(physics, shadow, task, init % 50, max_steps, rng, noise)
+            actions, ok, goals = demonstrate(physics, shadow, task, init % n_inits, max_steps, rng, noise)
             attempted.append(init)
             if ok:
-                images, joints, again = replay(render, task, init % 50, actions)
+                images, joints, again = replay(render, task, init % n_inits, actions)
                 if again:  # the replay is the same episode; an unreproducible one is not kept
                     write_camera_demo(path, images, joints, actions,
                                       {"language_instruction": physics.tasks[physics.task_index_of(task)].language,
-                                       "task": task, "success": True, "source": "gen-data", "init_index": init % 50,
+                                       "task": task, "success": True, "source": "gen-data", "init_index": init % n_inits,
                                        "goals": json.dumps(goals)}, physics.cfg.control_freq, "gen-data")
                     kept += 1
             init += 1

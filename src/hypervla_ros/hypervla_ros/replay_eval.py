@@ -22,6 +22,7 @@ from hypervla_core.runtime import BACKENDS, Generator, Runtime
 from .bags import BagError, open_reader
 from .image_conversion import ImageError, compressed_to_rgb, image_to_rgb
 from .node_config import stamp_ns
+from .policy_msgs import action_vector
 
 DIMS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -30,8 +31,7 @@ ACTION_TYPES = ("hypervla_msgs/msg/EndEffectorAction", "geometry_msgs/msg/TwistS
 
 def _action_vector(msg, msgtype: str, twist_period_s: float) -> np.ndarray:
     if msgtype == ACTION_TYPES[0]:
-        t, r = msg.translation, msg.rotation
-        return np.array([t.x, t.y, t.z, r.x, r.y, r.z, msg.gripper], np.float32)
+        return action_vector(msg)
     lin, ang = msg.twist.linear, msg.twist.angular  # velocities -> per-step deltas; no gripper in a twist
     return np.array([lin.x, lin.y, lin.z, ang.x, ang.y, ang.z, np.nan], np.float32) * np.array(
         [twist_period_s] * 6 + [1.0], np.float32)
