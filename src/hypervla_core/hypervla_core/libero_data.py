@@ -1,8 +1,8 @@
 """LIBERO demonstrations without ROS (`hypervla gen-data --suite libero_goal`): the scripted experts drive the
 arm in process and the episodes are written in bag-to-dataset's layout. Physics first, rendering once: each
-attempt runs without cameras; only a successful one is replayed with its recorded actions and rendered (the
-physics is deterministic, so the replay is the same episode). The ROS path (demonstrator + bridge + record +
-bag-to-dataset) gives the same episodes (test_libero_bridge checks it).
+attempt runs without cameras, keeping the simulator state before every action; only a successful one is
+rendered, by loading those states into a second arm with cameras (no physics is stepped again). The ROS path
+(demonstrator + bridge + record + bag-to-dataset) gives the same episodes (test_libero_bridge checks it).
 """
 from __future__ import annotations
 
@@ -20,40 +20,42 @@ from .libero_experts import PLANS, Expert
 
 def demonstrate(arm: LiberoArm, shadow: LiberoArm, task: str, init: int, max_steps: int, rng=None,
                 noise: float = 0.0):
-    """One attempt: (actions (T, 7), success, goals reached at the end). The expert sees the scene through a
-    shadow copy loaded from the arm's state each step, exactly as the demonstrator node does over ROS."""
+    """One attempt: (actions (T, 7), simulator states each action was computed from (T, n), success, goals
+    reached at the end). The expert sees the scene through a shadow copy loaded from the arm's state each
+    step, exactly as the demonstrator node does over ROS."""
     arm.reset(task, init)
     expert = Expert(shadow, task, rng, noise)
-    actions, ok = [], False
+    actions, states, ok = [], [], False
     while len(actions) < max_steps and not ok:
-        view = shadow.load_state(arm.sim_state(), task, arm.fixture_poses())
+        state = arm.sim_state()
+        view = shadow.load_state(state, task, arm.fixture_poses())
         if expert.done:
             break
         a = expert.act(view)
         actions.append(a)
+        states.append(state)
         _, ok = arm.step(a)
-    return np.array(actions, np.float32).reshape(-1, 7), ok, arm.goals_reached()
+    return np.array(actions, np.float32).reshape(-1, 7), states, ok, arm.goals_reached()
 
 
-def replay(arm: LiberoArm, task: str, init: int, actions: np.ndarray):
-    """Render an episode from its actions: (images per camera (T, H, W, 3), joints (T, 9)), the observation
-    each action was computed from; and whether it succeeded again."""
-    obs = arm.reset(task, init)
+def render(arm: LiberoArm, task: str, init: int, states: list[np.ndarray]):
+    """The observations of an episode from its states: (images per camera (T, H, W, 3), joints (T, 9))."""
+    arm.reset(task, init)  # the fixtures of this init state
     images = {c: [] for c in arm.cfg.cameras}
-    joints, ok = [], False
-    for a in actions:
+    joints = []
+    for state in states:
+        obs = arm.load_state(state)
         for c in arm.cfg.cameras:
             images[c].append(obs.images[c])
         joints.append(obs.joints)
-        obs, ok = arm.step(a)
-    return {c: np.stack(v) for c, v in images.items()}, np.stack(joints), ok
+    return {c: np.stack(v) for c, v in images.items()}, np.stack(joints)
 
 
 def _worker(job) -> dict:
     out, suite, tasks, episodes, first_init, image_size, max_steps, noise, seed = job
     physics = LiberoArm(LiberoConfig(suite=suite, cameras=()))
     shadow = LiberoArm(LiberoConfig(suite=suite, cameras=()))
-    render = LiberoArm(LiberoConfig(suite=suite, cameras=CAMERAS, image_size=image_size))
+    cameras = LiberoArm(LiberoConfig(suite=suite, cameras=CAMERAS, image_size=image_size))
     report = {}
     for task in tasks:
         rng = np.random.default_rng([seed, physics.task_index_of(task)])
@@ -63,21 +65,20 @@ def _worker(job) -> dict:
         init = first_init
         n_inits = len(physics.init_states(physics.task_index_of(task)))
         while kept < episodes and len(attempted) < 3 * episodes:
-            actions, ok, goals = demonstrate(physics, shadow, task, init % n_inits, max_steps, rng, noise)
+            actions, states, ok, goals = demonstrate(physics, shadow, task, init % n_inits, max_steps, rng, noise)
             attempted.append(init)
             if ok:
-                images, joints, again = replay(render, task, init % n_inits, actions)
-                if again:  # the replay is the same episode; an unreproducible one is not kept
-                    write_camera_demo(path, images, joints, actions,
-                                      {"language_instruction": physics.tasks[physics.task_index_of(task)].language,
-                                       "task": task, "success": True, "source": "gen-data", "init_index": init % n_inits,
-                                       "goals": json.dumps(goals)}, physics.cfg.control_freq, "gen-data")
-                    kept += 1
+                images, joints = render(cameras, task, init % n_inits, states)
+                write_camera_demo(path, images, joints, actions,
+                                  {"language_instruction": physics.tasks[physics.task_index_of(task)].language,
+                                   "task": task, "success": True, "source": "gen-data", "init_index": init % n_inits,
+                                   "goals": json.dumps(goals)}, physics.cfg.control_freq, "gen-data")
+                kept += 1
             init += 1
         if kept:
             path.rename(path.with_suffix(""))  # a task's file appears whole or not at all (resumable)
         report[task] = {"kept": kept, "attempted_inits": attempted}
-    for arm in (physics, shadow, render):
+    for arm in (physics, shadow, cameras):
         arm.close()
     return report
 

@@ -8,12 +8,15 @@ Rendering is made cheap once: shadows and reflections off, only the cameras aske
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .light_meshes import lighten
 
 # robosuite's default OSC_POSE controller maps an input of 1 to these per-step deltas (output_max).
 MAX_TRANSLATION = 0.05  # metres per step
@@ -22,13 +25,35 @@ JOINT_NAMES = tuple(f"panda_joint{i}" for i in range(1, 8)) + ("panda_finger_joi
 CAMERAS = ("agentview", "robot0_eye_in_hand")
 
 
+def _cache_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "hypervla"
+
+
 def _configure() -> None:
     """LIBERO reads its paths from LIBERO_CONFIG_PATH; point it at a folder we own (no interactive prompt,
     no write under the home directory)."""
     if "LIBERO_CONFIG_PATH" not in os.environ:
-        path = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "hypervla" / "libero"
+        path = _cache_dir() / "libero"
         path.mkdir(parents=True, exist_ok=True)
         os.environ["LIBERO_CONFIG_PATH"] = str(path)
+
+
+@contextlib.contextmanager
+def _light_meshes(max_faces: int):
+    """While robosuite builds the scene, its XML goes through light_meshes.lighten before MuJoCo compiles it."""
+    from robosuite.utils.binding_utils import MjSim
+
+    if max_faces <= 0:
+        yield
+        return
+    original = MjSim.__dict__["from_xml_string"]
+    build = original.__func__
+    MjSim.from_xml_string = classmethod(
+        lambda cls, xml: build(cls, lighten(xml, max_faces, _cache_dir() / "meshes")))
+    try:
+        yield
+    finally:
+        MjSim.from_xml_string = original
 
 
 def normalize(text: str) -> str:
@@ -42,6 +67,9 @@ class LiberoConfig:
     image_size: int = 128
     control_freq: int = 20
     max_steps: int = 300
+    # Plain-coloured visual meshes above this many triangles are drawn decimated (0: LIBERO's own meshes).
+    # Software GL pays per triangle; physics is the same either way (see light_meshes).
+    mesh_faces_max: int = 500
 
 
 @dataclass
@@ -83,15 +111,22 @@ class LiberoArm:
         self.goals = [bddl_utils.robosuite_parse_problem(f)["goal_state"] for f in files]
         # No cameras: physics only (about 10x faster), for finding successful demonstrations before rendering.
         render = bool(cfg.cameras)
-        self.env = OffScreenRenderEnv(bddl_file_name=files[0], camera_names=list(cfg.cameras) or ["agentview"],
-                                      camera_heights=cfg.image_size, camera_widths=cfg.image_size,
-                                      use_camera_obs=render, has_offscreen_renderer=render,
-                                      control_freq=cfg.control_freq, hard_reset=False, ignore_done=True,
-                                      horizon=10**9)
-        self.env.reset()
+        with _light_meshes(cfg.mesh_faces_max):
+            self.env = OffScreenRenderEnv(bddl_file_name=files[0], camera_names=list(cfg.cameras) or ["agentview"],
+                                          camera_heights=cfg.image_size, camera_widths=cfg.image_size,
+                                          use_camera_obs=render, has_offscreen_renderer=render,
+                                          control_freq=cfg.control_freq, hard_reset=False, ignore_done=True,
+                                          horizon=10**9)
+            self.env.reset()
         model = self.env.sim.model._model
         model.light_castshadow[:] = 0  # software GL: shadows and reflections double the render time
         model.mat_reflectance[:] = 0
+        # robosuite samples observations (cameras too) at whichever physics substep its timers fire, which is
+        # not always the period's last one. Observed only on demand instead, an observation is always the state
+        # at the end of the period: the same whether it comes from a step or from a loaded state.
+        inner = self.env.env
+        for name in inner.observation_names:
+            inner.modify_observable(name, "sampling_rate", 1e-9)
         self.task_index = 0
         self.steps = 0
         self.grip = 0.0
@@ -142,11 +177,18 @@ class LiberoArm:
         self.env.sim.data._data.qacc_warmstart[:] = 0
         for robot in self.env.env.robots:  # the gripper integrates its commands: start every episode from rest
             robot.gripper.current_action = np.zeros(robot.gripper.dof)
-        self._obs = self.env.set_init_state(states[init_index])
+        self.env.set_init_state(states[init_index])
         for _ in range(5):  # objects settle (LIBERO's evaluation does the same with zero actions)
-            self._obs, *_ = self.env.step(np.array([0, 0, 0, 0, 0, 0, -1.0]))
+            self.env.step(np.array([0, 0, 0, 0, 0, 0, -1.0]))
+        self._obs = self._observe_now()
         self.steps, self.grip, self._hold = 0, 0.0, None
         return self.observe()
+
+    def _observe_now(self) -> dict:
+        # After a physics step MuJoCo's body poses still belong to the substep before; forward() brings them to
+        # the state itself, so a frame drawn now equals one drawn from the same state loaded later.
+        self.env.sim.forward()
+        return self.env.env._get_observations(force_update=True)
 
     def step(self, action: np.ndarray) -> tuple[ArmObservation, bool]:
         """One control period with `action` (our units). Returns (observation, this task's goal reached)."""
@@ -155,7 +197,8 @@ class LiberoArm:
             raise ValueError(f"expected 7 finite action values, got {action.shape}")
         self.grip = float(action[6])
         self._hold = None
-        self._obs, *_ = self.env.step(to_osc(action))
+        self.env.step(to_osc(action))
+        self._obs = self._observe_now()
         self.steps += 1
         return self.observe(), self.success()
 
@@ -169,7 +212,8 @@ class LiberoArm:
             self._hold = (o["robot0_eef_pos"].copy(), o["robot0_eef_quat"].copy())
         pos, quat = self._hold
         turn = (Rotation.from_quat(quat) * Rotation.from_quat(o["robot0_eef_quat"]).inv()).as_euler("xyz")
-        self._obs, *_ = self.env.step(to_osc(np.concatenate([pos - o["robot0_eef_pos"], turn, [self.grip]])))
+        self.env.step(to_osc(np.concatenate([pos - o["robot0_eef_pos"], turn, [self.grip]])))
+        self._obs = self._observe_now()
         return self.observe()
 
     @property
