@@ -6,16 +6,18 @@ from hypervla_core.light_meshes import HIDDEN_GROUP, lighten
 
 
 def sphere_obj(path, n=60):
-    """A UV sphere of 2*n*(n-1) triangles, split per face like an exported file (no shared vertices)."""
+    """A UV sphere of 2*n*(n-1) triangles with texture coordinates, split per face like an exported file."""
     th, ph = np.meshgrid(np.linspace(0, np.pi, n), np.linspace(0, 2 * np.pi, n))
     pts = np.stack([np.sin(th) * np.cos(ph), np.sin(th) * np.sin(ph), np.cos(th)], -1) * 0.05
     quads = [(i * n + j, (i + 1) * n + j, (i + 1) * n + j + 1, i * n + j + 1) for i in range(n - 1) for j in range(n - 1)]
     tris = [t for a, b, c, d in quads for t in ((a, b, c), (a, c, d))]
     flat = pts.reshape(-1, 3)
+    uv = np.stack([ph / (2 * np.pi), th / np.pi], -1).reshape(-1, 2)
     lines = []
     for k, tri in enumerate(tris):
         lines += [f"v {x} {y} {z}" for x, y, z in flat[list(tri)]]
-        lines.append(f"f {3 * k + 1} {3 * k + 2} {3 * k + 3}")
+        lines += [f"vt {u} {v}" for u, v in uv[list(tri)]]
+        lines.append("f " + " ".join(f"{3 * k + i}/{3 * k + i}" for i in (1, 2, 3)))
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -81,6 +83,13 @@ def test_decimated_copy_is_drawn_and_physics_is_unchanged(tmp_path):
         for _ in range(300):
             mujoco.mj_step(stock if d is a else light, d)
     np.testing.assert_array_equal(a.qpos, b.qpos)
+
+    # a textured mesh is cut only to its own cap, and keeps texture coordinates
+    both = mujoco.MjModel.from_xml_string(lighten(xml, 300, tmp_path / "cache", max_faces_textured=1000))
+    assert both.geom("vis_tex").group == int(HIDDEN_GROUP)
+    assert faces(both, "vis_tex__light") < 2 * 1000 < faces(stock, "vis_tex") / 3
+    assert both.mesh_texcoordnum[both.geom("vis_tex__light").dataid[0]] > 0
+    np.testing.assert_allclose(world_box(both, "vis_tex__light"), world_box(stock, "vis_tex"), atol=0.004)
 
     # made once: a second call reads the cache and writes the same XML
     cached = sorted(p.name for p in (tmp_path / "cache").iterdir())

@@ -9,6 +9,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from hypervla_core import checkpoint as ckpt
 from hypervla_core.cli import main as cli
@@ -47,6 +48,9 @@ def test_gen_data_is_resumable_and_deterministic(demos, tmp_path):
         assert demo["obs/agentview_rgb"].shape[1:] == (64, 64 * views, 3) and demo["actions"].shape[1] == 7
         actions = demo["actions"][:]
         seeds = list(f.attrs["attempted_seeds"])
+        # every phrasing of the task is recorded, and every seed simulated (one round: 1 missing * 1.3 + 2)
+        assert json.loads(demo.attrs["phrasings"]) == load_tasks()["tasks"]["reach-v3"]["train"]
+        assert len(seeds) == 3
     # A second run with the same target adds nothing (resumable); a fresh run reproduces the episode.
     assert cli(["gen-data", "--out", str(demos), "--suite", "reach-v3", "--episodes", "1", "--workers", "1"]) == 0
     assert len(index_files([demos])) == 1
@@ -93,11 +97,13 @@ def test_train_resume_finetune_eval(request, tmp_path, kind, data):
     assert cli(resume + ["--model-type", kind]) == 0
     assert ckpt.load(out).meta["extra"]["step"] == 9
     ft = tmp_path / "ft"
-    assert cli(["finetune", str(out), "--data", str(demos), "--out", str(ft), "--config", str(cfg), "--steps", "3"]) == 0
-    assert ckpt.load(ft).model_id != loaded.model_id
+    assert cli(["finetune", str(out), "--data", str(demos), "--out", str(ft), "--config", str(cfg), "--steps", "3",
+                "--threads", "2"]) == 0
+    assert ckpt.load(ft).model_id != loaded.model_id and torch.get_num_threads() == 2  # --threads over the config
     ev = tmp_path / "ev"
     assert cli(["eval", str(ft), "--suite", "reach-v3", "--episodes", "1", "--workers", "1", "--max-steps", "10",
-                "--out", str(ev)]) == 0
+                "--out", str(ev), "--threads", "1"]) == 0
+    assert torch.get_num_threads() == 1
     report = json.loads((ev / "eval.json").read_text())
     assert report["per_task"]["reach-v3"]["episodes"] == 1 and 0 <= report["mean_success"] <= 1
     (steps,), (ok,) = report["per_task"]["reach-v3"]["steps"], report["per_task"]["reach-v3"]["successes"]
@@ -164,11 +170,11 @@ def test_task_balanced_sampling(tmp_path):
 
     with h5py.File(tmp_path / "big.hdf5", "w") as f:
         for seed in range(6):
-            write_demo(f, np.zeros((20, 8, 8, 3), np.uint8), np.zeros((20, 4)), np.zeros((20, 7)), "big", "big", seed)
+            write_demo(f, np.zeros((20, 8, 8, 3), np.uint8), np.zeros((20, 4)), np.zeros((20, 7)), ["big"], "big", seed)
     with h5py.File(tmp_path / "small.hdf5", "w") as f:
         act = np.zeros((10, 7))
         act[:, 0] = np.arange(10)  # the frame index, to see which frames are drawn
-        write_demo(f, np.zeros((10, 8, 8, 3), np.uint8), np.zeros((10, 4)), act, "small", "small", 0)
+        write_demo(f, np.zeros((10, 8, 8, 3), np.uint8), np.zeros((10, 4)), act, ["small"], "small", 0)
     ds = DemoDataset([tmp_path], horizon=1)
     share = {}
     for balance in (False, True):

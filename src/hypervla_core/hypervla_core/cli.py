@@ -63,7 +63,7 @@ def _configs(args):
     train = TrainConfig.from_dict(raw.get("train", {}))
     if getattr(args, "model_type", None):
         model.model_type = args.model_type
-    for key in ("steps", "batch_size", "seed", "lr", "eval_every"):
+    for key in ("steps", "batch_size", "seed", "lr", "eval_every", "threads"):
         if getattr(args, key, None) is not None:
             setattr(train, key, getattr(args, key))
     return model, train
@@ -118,7 +118,7 @@ def cmd_eval(args) -> int:
     from .evaluate import evaluate
 
     evaluate(args.checkpoint, args.out, args.suite, args.episodes, args.seed, args.phrasings, args.workers,
-             args.max_steps, args.tasks_file, gifs=not args.no_gifs, camera=args.camera)
+             args.max_steps, args.tasks_file, gifs=not args.no_gifs, camera=args.camera, threads=args.threads)
     return 0
 
 
@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-every", type=int)
+    p.add_argument("--threads", type=int, help="torch threads (default: the config's; 1 is fastest on a busy 2-core machine)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
     p.add_argument("--tasks-file", default=None)
     p.set_defaults(func=cmd_train)
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch threads (default: the config's; 1 is fastest on a busy 2-core machine)")
     p.add_argument("--tasks-file", default=None)
     p.set_defaults(func=cmd_finetune)
 
@@ -213,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phrasings", default="train",
                    help="which phrasings of the tasks file: 'train', 'heldout' (never seen in training) or another key")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: 2 cores shared among workers)")
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--tasks-file", default=None, help="phrasings file (default config/tasks.yaml)")
     p.add_argument("--camera", default=None, help="view to render (default: the tasks file's `camera`)")

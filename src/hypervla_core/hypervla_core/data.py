@@ -29,6 +29,8 @@ class DemoRef:
     length: int
     instruction: str
     task: str
+    phrasings: tuple[str, ...] = ()  # every training phrasing gen-data recorded for the task
+
 
 
 def _instruction_of(f: h5py.File, demo: h5py.Group, path: pathlib.Path) -> str:
@@ -60,7 +62,8 @@ def index_files(paths: list[str | pathlib.Path]) -> list[DemoRef]:
                     if length == 0:
                         continue
                     task = str(demo.attrs.get("task", path.stem))
-                    refs.append(DemoRef(str(path), name, length, _instruction_of(f, demo, path), task))
+                    phrasings = tuple(json.loads(demo.attrs.get("phrasings", "[]")))
+                    refs.append(DemoRef(str(path), name, length, _instruction_of(f, demo, path), task, phrasings))
         except (OSError, KeyError, ValueError) as exc:
             raise ValueError(f"{path}: not a readable demonstration file ({exc})") from exc
     return refs
@@ -92,8 +95,9 @@ def recorded_cameras(refs: list[DemoRef]) -> list[str] | None:
     return list(names) if names else None
 
 
-def write_demo(f: h5py.File, images: np.ndarray, proprio: np.ndarray, actions: np.ndarray, instruction: str,
-               task: str, seed: int) -> str:
+def write_demo(f: h5py.File, images: np.ndarray, proprio: np.ndarray, actions: np.ndarray,
+               phrasings: list[str], task: str, seed: int) -> str:
+    """One demonstration; `language_instruction` is the task's first phrasing, `phrasings` all of them."""
     data = f.require_group("data")
     name = f"demo_{len(data.keys())}"
     g = data.create_group(name)
@@ -101,7 +105,8 @@ def write_demo(f: h5py.File, images: np.ndarray, proprio: np.ndarray, actions: n
                      compression="lzf")
     g.create_dataset("obs/proprio", data=proprio.astype(np.float32))
     g.create_dataset("actions", data=actions.astype(np.float32))
-    g.attrs.update({"language_instruction": instruction, "task": task, "seed": seed, "num_samples": len(actions)})
+    g.attrs.update({"language_instruction": phrasings[0], "phrasings": json.dumps(list(phrasings)), "task": task,
+                    "seed": seed, "num_samples": len(actions)})
     return name
 
 
@@ -156,7 +161,7 @@ class DemoDataset:
     def instructions(self) -> list[str]:
         out = {r.instruction for r in self.refs}
         for r in self.refs:
-            out.update(self.phrasings.get(r.task, []))
+            out.update(self.phrasings.get(r.task) or r.phrasings)
         return sorted(out)
 
     def _file(self, path: str) -> h5py.File:
@@ -248,7 +253,7 @@ class DemoDataset:
                 act = np.concatenate([act, np.repeat(act[-1:], self.horizon - len(act), 0)])
             chunks.append(act)
             masks.append(mask)
-            options = self.phrasings.get(ref.task) or [ref.instruction]
+            options = self.phrasings.get(ref.task) or ref.phrasings or [ref.instruction]
             texts.append(options[rng.integers(len(options))])
         return {"images": np.stack(images), "first_images": np.stack(firsts), "proprio": np.stack(props),
                 "actions": np.stack(chunks), "mask": np.stack(masks), "instructions": texts}

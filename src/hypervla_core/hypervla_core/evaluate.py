@@ -75,7 +75,7 @@ def run_episode(job) -> dict:
 
 def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int = 50, seed: int = 0,
              phrasings: str = "train", workers: int = 2, max_steps: int = 200, tasks_file=None,
-             gifs: bool = True, camera: str | None = None) -> dict:
+             gifs: bool = True, camera: str | None = None, threads: int | None = None) -> dict:
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks = suite_tasks(suite, tasks_file)
@@ -94,7 +94,7 @@ def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int =
             jobs.append((task, EVAL_SEED_OFFSET + seed * 100_000 + ti * 1000 + k,
                          options[rng.integers(len(options))], max_steps, gifs and k == 0, tasks_file, camera))
     start = time.time()
-    threads = max(1, 2 // workers)
+    threads = threads or max(1, 2 // workers)  # torch threads per worker
     if workers > 1:
         with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(checkpoint, threads)) as pool:
             results = list(tqdm(pool.imap(run_episode, jobs, chunksize=1), total=len(jobs), desc="episodes", unit="ep"))

@@ -127,17 +127,15 @@ def _run_jobs(jobs, out: pathlib.Path, episodes: int, kept: dict, attempted: dic
                 tqdm(total=len(jobs), desc=f"episodes (round {round_no})", unit="ep") as bar:
             for task, s, result in pool.imap(_worker, jobs, chunksize=1):
                 bar.update(1)
-                if kept[task] >= episodes:
-                    continue
                 if task not in files:
                     files[task] = h5py.File(out / f"{task}.hdf5", "a")
                     files[task].attrs["render"] = json.dumps(render[task], sort_keys=True)
                 f = files[task]
-                attempted[task].add(s)
+                attempted[task].add(s)  # every seed simulated, kept or not: a re-run does not repeat it
                 f.attrs["attempted_seeds"] = sorted(attempted[task])
-                if result is not None:
+                if result is not None and kept[task] < episodes:
                     images, props, acts = result
-                    write_demo(f, images, props, acts, phrasings[task]["train"][0], task, s)
+                    write_demo(f, images, props, acts, phrasings[task]["train"], task, s)
                     kept[task] += 1
                 f.flush()
     finally:

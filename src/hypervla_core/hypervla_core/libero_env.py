@@ -39,7 +39,7 @@ def _configure() -> None:
 
 
 @contextlib.contextmanager
-def _light_meshes(max_faces: int):
+def _light_meshes(max_faces: int, max_faces_textured: int):
     """While robosuite builds the scene, its XML goes through light_meshes.lighten before MuJoCo compiles it."""
     from robosuite.utils.binding_utils import MjSim
 
@@ -49,7 +49,7 @@ def _light_meshes(max_faces: int):
     original = MjSim.__dict__["from_xml_string"]
     build = original.__func__
     MjSim.from_xml_string = classmethod(
-        lambda cls, xml: build(cls, lighten(xml, max_faces, _cache_dir() / "meshes")))
+        lambda cls, xml: build(cls, lighten(xml, max_faces, _cache_dir() / "meshes", max_faces_textured)))
     try:
         yield
     finally:
@@ -67,9 +67,10 @@ class LiberoConfig:
     image_size: int = 128
     control_freq: int = 20
     max_steps: int = 300
-    # Plain-coloured visual meshes above this many triangles are drawn decimated (0: LIBERO's own meshes).
-    # Software GL pays per triangle; physics is the same either way (see light_meshes).
+    # Visual meshes above this many triangles are drawn decimated (0: LIBERO's own meshes); textured ones
+    # above the second figure. Software GL pays per triangle; physics is the same either way (light_meshes).
     mesh_faces_max: int = 500
+    textured_mesh_faces_max: int = 5000
 
 
 @dataclass
@@ -111,7 +112,7 @@ class LiberoArm:
         self.goals = [bddl_utils.robosuite_parse_problem(f)["goal_state"] for f in files]
         # No cameras: physics only (about 10x faster), for finding successful demonstrations before rendering.
         render = bool(cfg.cameras)
-        with _light_meshes(cfg.mesh_faces_max):
+        with _light_meshes(cfg.mesh_faces_max, cfg.textured_mesh_faces_max):
             self.env = OffScreenRenderEnv(bddl_file_name=files[0], camera_names=list(cfg.cameras) or ["agentview"],
                                           camera_heights=cfg.image_size, camera_widths=cfg.image_size,
                                           use_camera_obs=render, has_offscreen_renderer=render,

@@ -15,15 +15,12 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-VERSION = 9  # bump when the decimation changes: cached files are keyed by it
+VERSION = 10  # bump when the decimation changes: cached files are keyed by it
 HIDDEN_GROUP = "3"  # robosuite and MuJoCo draw groups 0-2 at most
 
 
-def _visual_only(geom: ET.Element, textured: set[str]) -> bool:
-    """Drawn, touches nothing, and plain-coloured: decimation tears a texture's seams (tried, with seams
-    kept as borders too: the plate, the bowl and the wine rack came out torn or striped)."""
-    return (geom.get("group") == "1" and geom.get("contype") == "0" and geom.get("conaffinity") == "0"
-            and geom.get("material") not in textured)
+def _visual_only(geom: ET.Element) -> bool:
+    return geom.get("group") == "1" and geom.get("contype") == "0" and geom.get("conaffinity") == "0"
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -51,10 +48,13 @@ class _Mesh:
         rot = rot.reshape(3, 3)
         self.verts = verts @ rot.T + model.mesh_pos[0]
         self.normals = _unit(normals @ rot.T)
+        self.uv = None  # (faces, 3, 2) per corner, when the file has texture coordinates
+        if model.mesh_texcoordnum[0]:
+            self.uv = model.mesh_texcoord[model.mesh_facetexcoord[: len(self.faces)]].astype(np.float64)
 
 
-def _decimate(mesh: _Mesh, max_faces: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(vertices, unit normals, triangles) with about max_faces triangles."""
+def _decimate(mesh: _Mesh, max_faces: int):
+    """(vertices, unit normals, triangles, texture coordinates per corner or None), about max_faces triangles."""
     import fast_simplification
     from scipy.spatial import cKDTree
 
@@ -73,13 +73,41 @@ def _decimate(mesh: _Mesh, max_faces: int) -> tuple[np.ndarray, np.ndarray, np.n
     facing = np.einsum("ij,ij->i", np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]),
                        normals[faces].sum(axis=1))
     faces[facing < 0] = faces[facing < 0][:, ::-1]
-    return verts, normals, faces
+    return verts, normals, faces, None if mesh.uv is None else _transfer_uv(mesh, verts, faces)
 
 
-def _write_obj(path: pathlib.Path, verts: np.ndarray, normals: np.ndarray, faces: np.ndarray) -> None:
+def _transfer_uv(mesh: _Mesh, verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Texture coordinates for each corner of the new triangles: from the original triangle that faces the
+    same way among the nearest to the new one's centre, extended linearly over it, so that all three corners
+    stay in one texture chart (per-vertex coordinates would smear across every seam)."""
+    from scipy.spatial import cKDTree
+
+    orig = mesh.verts[mesh.faces]  # (F0, 3 corners, 3)
+    orig_n = _unit(np.cross(orig[:, 1] - orig[:, 0], orig[:, 2] - orig[:, 0]))
+    tri = verts[faces]
+    new_n = _unit(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]))
+    k = min(8, len(orig))
+    _, near = cKDTree(orig.mean(axis=1)).query(tri.mean(axis=1), k=k)
+    near = near.reshape(len(tri), k)
+    best = near[np.arange(len(tri)), np.argmax(np.einsum("fkj,fj->fk", orig_n[near], new_n), axis=1)]
+    p0 = orig[best, 0]
+    basis = np.stack([orig[best, 1] - p0, orig[best, 2] - p0], axis=-1)  # (F, 3, 2)
+    rel = tri - p0[:, None]  # (F, 3 corners, 3)
+    gram = np.einsum("fki,fkj->fij", basis, basis) + 1e-18 * np.eye(2)
+    ab = np.einsum("fij,fcj->fci", np.linalg.inv(gram), np.einsum("fki,fck->fci", basis, rel))
+    t = mesh.uv[best]  # (F, 3, 2)
+    return t[:, None, 0] + ab[..., :1] * (t[:, None, 1] - t[:, None, 0]) + ab[..., 1:] * (t[:, None, 2] - t[:, None, 0])
+
+
+def _write_obj(path: pathlib.Path, verts, normals, faces, uv) -> None:
     lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
     lines += [f"vn {x:.4f} {y:.4f} {z:.4f}" for x, y, z in normals]
-    lines += [f"f {a}//{a} {b}//{b} {c}//{c}" for a, b, c in faces + 1]
+    if uv is None:
+        lines += [f"f {a}//{a} {b}//{b} {c}//{c}" for a, b, c in faces + 1]
+    else:
+        lines += [f"vt {u:.6f} {1.0 - v:.6f}" for u, v in uv.reshape(-1, 2)]  # MuJoCo flips v reading an OBJ
+        corners = np.arange(1, 3 * len(faces) + 1).reshape(-1, 3)
+        lines += ["f " + " ".join(f"{v}/{t}/{v}" for v, t in zip(f, c)) for f, c in zip(faces + 1, corners)]
     tmp = path.with_suffix(".part")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.rename(path)  # whole or absent: a crash mid-write never leaves a torn mesh in the cache
@@ -104,8 +132,9 @@ def _lightened(file: str, scale: str | None, max_faces: int, cache: pathlib.Path
     return out
 
 
-def lighten(xml: str, max_faces: int, cache: pathlib.Path) -> str:
-    """`xml` with each visual geom whose mesh has more than `max_faces` triangles drawn from a decimated copy."""
+def lighten(xml: str, max_faces: int, cache: pathlib.Path, max_faces_textured: int | None = None) -> str:
+    """`xml` with each visual geom whose mesh has more than `max_faces` triangles (`max_faces_textured` for a
+    textured one: thin textured shapes such as a plate tear when cut as far) drawn from a decimated copy."""
     root = ET.fromstring(xml)
     asset = root.find("asset")
     meshes = {m.get("name"): m for m in root.iter("mesh") if m.get("file")}
@@ -114,13 +143,14 @@ def lighten(xml: str, max_faces: int, cache: pathlib.Path) -> str:
     for parent in list(root.iter()):
         for geom in parent.findall("geom"):
             name = geom.get("mesh")
-            if name not in meshes or not _visual_only(geom, textured):
+            if name not in meshes or not _visual_only(geom):
                 continue
             if name not in light_names:
                 mesh = meshes[name]
+                cap = max_faces_textured if geom.get("material") in textured else max_faces
                 light = None
-                if pathlib.Path(mesh.get("file")).is_file():
-                    light = _lightened(mesh.get("file"), mesh.get("scale"), max_faces, cache)
+                if cap and pathlib.Path(mesh.get("file")).is_file():
+                    light = _lightened(mesh.get("file"), mesh.get("scale"), cap, cache)
                 if light is not None:
                     ET.SubElement(asset, "mesh", name=f"{name}__light", file=str(light))
                 light_names[name] = None if light is None else f"{name}__light"
