@@ -364,3 +364,43 @@ def test_camera_views_come_from_the_tasks_file(demos, capsys):
                 "--camera", "corner"]) == 2
     assert "would mix episodes that differ in camera (" in capsys.readouterr().err
     assert path.read_bytes() == before
+
+
+def test_finetune_rehearses_the_checkpoints_own_demonstrations(demos, tmp_path, capsys):
+    """A few-shot fine-tune mixes the checkpoint's recorded training data into every batch (the old tasks
+    keep working), and says what to do when that data is not on this machine."""
+    import shutil
+
+    from hypervla_core.config import TrainConfig
+    from hypervla_core.train import Trainer
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAIN)
+    old = tmp_path / "old"
+    shutil.copytree(demos, old)
+    ck = tmp_path / "ck"
+    assert cli(["train", "--data", str(old), "--out", str(ck), "--config", str(cfg)]) == 0
+    assert ckpt.load(ck).meta["extra"]["data"] == [str(old)]
+    new = tmp_path / "new"
+    assert cli(["gen-data", "--out", str(new), "--suite", "door-close-v3", "--episodes", "1", "--workers", "1",
+                "--max-steps", "150"]) == 0
+    ft = tmp_path / "ft"
+    assert cli(["finetune", str(ck), "--data", str(new), "--out", str(ft), "--config", str(cfg), "--steps", "2",
+                "--rehearsal", "0.5"]) == 0
+    assert ckpt.load(ft).meta["extra"]["data"] == sorted([str(old), str(new)])  # a later fine-tune keeps both
+
+    trainer = Trainer(ckpt.load(ck).cfg, TrainConfig(batch_size=16, rehearsal=0.25, threads=1), [str(new)],
+                      str(tmp_path / "t"), init_from=str(ck), rehearse_paths=[str(old)])
+    said = trainer._sample()["instructions"]
+    phrasings = load_tasks()["tasks"]
+    assert len(said) == 16 and sum(s in phrasings["reach-v3"]["train"] for s in said) == 4
+    assert sum(s in phrasings["door-close-v3"]["train"] for s in said) == 12
+
+    shutil.rmtree(old)  # the recorded training data is gone: refused, with what to pass instead
+    capsys.readouterr()
+    assert cli(["finetune", str(ck), "--data", str(new), "--out", str(tmp_path / "ft2"), "--config", str(cfg),
+                "--steps", "2", "--rehearsal", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--rehearse" in err and "--rehearsal 0" in err and str(old) in err
+    assert cli(["finetune", str(ck), "--data", str(new), "--out", str(tmp_path / "ft3"), "--config", str(cfg),
+                "--steps", "2", "--rehearsal", "0"]) == 0

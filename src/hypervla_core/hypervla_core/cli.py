@@ -42,14 +42,15 @@ def cmd_gen_data(args) -> int:
         from .libero_data import generate as generate_libero
 
         report = generate_libero(args.out, suite, args.episodes, [t for t in tasks.split(",") if t],
-                                 args.first_init, args.image_size, args.max_steps,
+                                 args.first_init, args.image_size, args.max_steps or 300,
                                  0.0 if args.noise is None else args.noise, args.seed, args.workers)
         print(json.dumps({t: r["kept"] for t, r in report["tasks"].items()}), f"{report['wall_time_s']} s")
         return 0
     from .gen_data import generate
 
     generate(args.out, args.suite, args.episodes, args.seed, args.workers, args.image_size,
-             0.3 if args.noise is None else args.noise, args.max_steps, args.tasks_file, args.camera, args.max_rounds)
+             0.3 if args.noise is None else args.noise, args.max_steps or 200, args.tasks_file, args.camera,
+             args.max_rounds)
     return 0
 
 
@@ -97,8 +98,22 @@ def cmd_finetune(args) -> int:
 
     loaded = ckpt.load(args.checkpoint)
     _, train_cfg = _configs(args)
+    if args.rehearsal is not None:
+        train_cfg.rehearsal = args.rehearsal
+    old = []
+    if train_cfg.rehearsal:
+        # Without the old tasks' demonstrations in the batches, fine-tuning overwrites them (MT10 fell from
+        # 29/30 to 14 - 18/30 per added task): the default is to rehearse what the checkpoint learnt from.
+        old = args.rehearse or loaded.meta.get("extra", {}).get("data") or []
+        missing = [p for p in old if not pathlib.Path(p).exists()]
+        if not old or missing:
+            said = f"its training data {missing} is not here" if missing else "it does not record its training data"
+            raise ValueError(f"finetune rehearses the checkpoint's own demonstrations so that its tasks keep "
+                             f"working, but {said}: pass --rehearse DIR... (for models/hypervla-mt10: "
+                             f"data/mt10-v14, made by `hypervla gen-data --out data/mt10-v14 --suite mt10 "
+                             f"--episodes 50`), or --rehearsal 0 to adapt without (the old tasks will degrade)")
     trainer = Trainer(loaded.cfg, train_cfg, args.data, args.out, init_from=args.checkpoint,
-                      tasks_file=args.tasks_file)
+                      tasks_file=args.tasks_file, rehearse_paths=old)
     print(json.dumps(trainer.train(), indent=2))
     return 0
 
@@ -163,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=None,
                    help="std of action noise (Meta-World units, default 0.3; LIBERO: metres per step, default 0)")
     p.add_argument("--first-init", type=int, default=0, help="LIBERO: init state of each task's first episode")
-    p.add_argument("--max-steps", type=int, default=200)
+    p.add_argument("--max-steps", type=int, default=None, help="episode length (Meta-World 200, LIBERO 300)")
     p.add_argument("--max-rounds", type=int, default=20, help="rounds of fresh attempts for tasks still short")
     p.add_argument("--tasks-file", default=None, help="phrasings file (default config/tasks.yaml)")
     p.add_argument("--camera", default=None, help="view to render (default: the tasks file's `camera`)")
@@ -184,9 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks-file", default=None)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("finetune", help="few-shot adaptation of a trained checkpoint (whole hypernetwork)")
+    p = sub.add_parser("finetune", help="few-shot adaptation of a trained checkpoint (whole hypernetwork, "
+                       "rehearsing its old demonstrations)")
     p.add_argument("checkpoint")
     p.add_argument("--data", nargs="+", required=True, help="the new task's demonstrations")
+    p.add_argument("--rehearse", nargs="+", help="the old tasks' demonstrations (default: the checkpoint's "
+                   "training data, as recorded in it)")
+    p.add_argument("--rehearsal", type=float, help="fraction of each batch from them (default: the config's; "
+                   "0 = none, the old tasks degrade)")
     p.add_argument("--out", required=True)
     p.add_argument("--config", default="config/finetune.yaml")
     p.add_argument("--steps", type=int)

@@ -90,6 +90,9 @@ class TrainConfig:
     instruction_mix: float = 0.0
     # Training phrasings made by rule (config/tasks.yaml templates), this many more per task; 0 = only `train`.
     template_phrasings: int = 0
+    # Fine-tuning: this fraction of every batch comes from the checkpoint's own training demonstrations
+    # (task-balanced), so the tasks it already does keep their weights' support while the new ones are added.
+    rehearsal: float = 0.0
     threads: int = 2
 
     @classmethod

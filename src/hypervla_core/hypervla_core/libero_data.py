@@ -52,36 +52,42 @@ def render(arm: LiberoArm, task: str, init: int, states: list[np.ndarray]):
     return {c: np.stack(v) for c, v in images.items()}, np.stack(joints)
 
 
-def _worker(job) -> dict:
-    out, suite, tasks, episodes, first_init, image_size, max_steps, noise, seed = job
-    physics = LiberoArm(LiberoConfig(suite=suite, cameras=()))
-    shadow = LiberoArm(LiberoConfig(suite=suite, cameras=()))
-    cameras = LiberoArm(LiberoConfig(suite=suite, cameras=CAMERAS, image_size=image_size))
-    report = {}
-    for task in tasks:
-        rng = np.random.default_rng([seed, physics.task_index_of(task)])
-        path = pathlib.Path(out) / f"{task}.hdf5.part"
-        path.unlink(missing_ok=True)
-        kept, attempted = 0, []
-        init = first_init
-        n_inits = len(physics.init_states(physics.task_index_of(task)))
-        while kept < episodes and len(attempted) < 3 * episodes:
-            actions, states, ok, goals = demonstrate(physics, shadow, task, init % n_inits, max_steps, rng, noise)
-            attempted.append(init)
-            if ok:
-                images, joints = render(cameras, task, init % n_inits, states)
-                write_camera_demo(path, images, joints, actions,
-                                  {"language_instruction": physics.tasks[physics.task_index_of(task)].language,
-                                   "task": task, "success": True, "source": "gen-data", "init_index": init % n_inits,
-                                   "goals": json.dumps(goals)}, physics.cfg.control_freq, "gen-data")
-                kept += 1
-            init += 1
-        if kept:
-            path.rename(path.with_suffix(""))  # a task's file appears whole or not at all (resumable)
-        report[task] = {"kept": kept, "attempted_inits": attempted}
-    for arm in (physics, shadow, cameras):
-        arm.close()
-    return report
+_ARMS: tuple | None = None  # this process's (physics, shadow, cameras) arms, made once for all its tasks
+
+
+def _arms(suite: str, image_size: int) -> tuple:
+    global _ARMS
+    if _ARMS is None:
+        _ARMS = (LiberoArm(LiberoConfig(suite=suite, cameras=())), LiberoArm(LiberoConfig(suite=suite, cameras=())),
+                 LiberoArm(LiberoConfig(suite=suite, cameras=CAMERAS, image_size=image_size)))
+    return _ARMS
+
+
+def _task(job) -> tuple[str, dict]:
+    """One task's file: attempts from consecutive init states until `episodes` succeeded (at most 3x)."""
+    out, suite, task, episodes, first_init, image_size, max_steps, noise, seed = job
+    physics, shadow, cameras = _arms(suite, image_size)
+    index = physics.task_index_of(task)
+    rng = np.random.default_rng([seed, index])
+    path = pathlib.Path(out) / f"{task}.hdf5.part"
+    path.unlink(missing_ok=True)
+    kept, attempted = 0, []
+    init = first_init
+    n_inits = len(physics.init_states(index))
+    while kept < episodes and len(attempted) < 3 * episodes:
+        actions, states, ok, goals = demonstrate(physics, shadow, task, init % n_inits, max_steps, rng, noise)
+        attempted.append(init)
+        if ok:
+            images, joints = render(cameras, task, init % n_inits, states)
+            write_camera_demo(path, images, joints, actions,
+                              {"language_instruction": physics.tasks[index].language, "task": task, "success": True,
+                               "source": "gen-data", "init_index": init % n_inits, "goals": json.dumps(goals)},
+                              physics.cfg.control_freq, "gen-data")
+            kept += 1
+        init += 1
+    if kept:
+        path.rename(path.with_suffix(""))  # a task's file appears whole or not at all (resumable)
+    return task, {"kept": kept, "attempted_inits": attempted}
 
 
 def generate(out: str, suite: str = "libero_goal", episodes: int = 50, tasks=None, first_init: int = 0,
@@ -92,17 +98,17 @@ def generate(out: str, suite: str = "libero_goal", episodes: int = 50, tasks=Non
     done = [t for t in names if (outdir / f"{t}.hdf5").exists()]
     todo = [t for t in names if t not in done]  # resumable: finished tasks are kept
     start = time.time()
-    jobs = [(out, suite, todo[i::workers], episodes, first_init, image_size, max_steps, noise, seed)
-            for i in range(min(workers, len(todo)))]
+    jobs = [(out, suite, task, episodes, first_init, image_size, max_steps, noise, seed) for task in todo]
     report = {}
-    if len(jobs) == 1:
-        report.update(_worker(jobs[0]))
-    elif jobs:
+    if workers <= 1 or len(jobs) <= 1:
+        report.update(map(_task, jobs))
+    else:
         # One software-GL raster thread per worker: with a thread per core in each, they contend (10 % slower).
         os.environ.setdefault("LP_NUM_THREADS", "1")
-        with mp.get_context("spawn").Pool(len(jobs)) as pool:
-            for r in pool.map(_worker, jobs):
-                report.update(r)
+        # A task at a time to whichever worker is free: a fixed split left one worker idle for minutes.
+        with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            report.update(pool.imap_unordered(_task, jobs, chunksize=1))
+        report = {t: report[t] for t in todo}
     summary = {"tasks": report, "skipped_existing": done, "wall_time_s": round(time.time() - start, 1)}
     (outdir / "gen_data_report.json").write_text(json.dumps(summary, indent=2))
     return summary

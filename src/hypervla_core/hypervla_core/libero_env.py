@@ -123,11 +123,11 @@ class LiberoArm:
         model.light_castshadow[:] = 0  # software GL: shadows and reflections double the render time
         model.mat_reflectance[:] = 0
         # robosuite samples observations (cameras too) at whichever physics substep its timers fire, which is
-        # not always the period's last one. Observed only on demand instead, an observation is always the state
-        # at the end of the period: the same whether it comes from a step or from a loaded state.
+        # not always the period's last one. Observed only on demand instead (forced), an observation is always
+        # the state at the end of the period: the same whether it comes from a step or from a loaded state.
         inner = self.env.env
-        for name in inner.observation_names:
-            inner.modify_observable(name, "sampling_rate", 1e-9)
+        update = inner._update_observables
+        inner._update_observables = lambda force=False: update(force=True) if force else None
         self.task_index = 0
         self.steps = 0
         self.grip = 0.0

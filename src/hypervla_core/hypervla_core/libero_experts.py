@@ -3,8 +3,9 @@
 Each task is a list of phases (a target for the hand, the grip, how close counts as reached); targets are
 read from the live scene every step, so a nudged object is followed. The hand is driven by a clipped
 proportional step and its orientation is held pointing down (rotation deltas correct the drift, as a
-teleoperator's would). Drawer tasks are not scripted: their handles cannot be reached from above
-without hitting the drawer above them.
+teleoperator's would), except for drawers: a handle under another drawer cannot be reached from above, so
+the hand turns to point at the cabinet's front, takes the handle bar between fingers closing vertically and
+pulls along the drawer's slide.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ class Phase:
     wait: int = 0  # steps to stay after reaching (let the fingers close or open)
     limit: int = 80  # give up on the phase after this many steps (the episode then fails and is dropped)
     yaw: float = 0.0  # hand turned about the vertical (the hand is 20 cm wide along its fingers' axis)
+    orient: Callable[[], Rotation] | None = None  # the hand's orientation instead (overrides yaw)
+    turn_tol: float = np.inf  # radians: with `orient`, reached only once turned this close too
 
 
 class Expert:
@@ -48,16 +51,17 @@ class Expert:
             return np.array([0, 0, 0, 0, 0, 0, self.phases[-1].grip], np.float32)
         ph = self.phases[self.k]
         error = ph.target() - obs.ee_pos
+        want = ph.orient() if ph.orient is not None else Rotation.from_euler("z", ph.yaw) * DOWN
+        off = want * Rotation.from_quat(obs.ee_quat).inv()
         self.steps_in += 1
-        if np.linalg.norm(error) < ph.tol:
+        if np.linalg.norm(error) < ph.tol and off.magnitude() < ph.turn_tol:
             self.waited += 1
         if self.waited > ph.wait or self.steps_in > ph.limit:
             self.k, self.steps_in, self.waited = self.k + 1, 0, 0
         move = np.clip(GAIN * error, -STEP, STEP)
         if self.noise:
             move = move + self.rng.normal(0, self.noise, 3)
-        want = Rotation.from_euler("z", ph.yaw) * DOWN
-        turn = np.clip((want * Rotation.from_quat(obs.ee_quat).inv()).as_euler("xyz"), -TURN, TURN)
+        turn = np.clip(off.as_euler("xyz"), -TURN, TURN)
         return np.concatenate([move, turn, [ph.grip]]).astype(np.float32)
 
 
@@ -77,6 +81,17 @@ class Scene:
 
     def joint_anchor(self, name: str) -> np.ndarray:
         return np.array(self.sim.data.xanchor[self.sim.model.joint_name2id(name)])
+
+    def drawer(self, joint: str) -> tuple[np.ndarray, np.ndarray]:
+        """A drawer's handle bar (world position) and the direction it opens in: LIBERO's cabinet drawers open
+        toward negative joint positions, and the handle is the drawer's part farthest that way."""
+        model, data = self.sim.model._model, self.sim.data._data
+        j = model.joint(joint).id
+        body = model.jnt_bodyid[j]
+        out = -np.array(data.xaxis[j])
+        parts = [g for g in range(model.ngeom) if model.geom_bodyid[g] == body and model.geom_contype[g]]
+        handle = max(parts, key=lambda g: float(np.dot(data.geom_xpos[g] - data.xpos[body], out)))
+        return np.array(data.geom_xpos[handle]), out
 
 
 def _at(f, dx=0.0, dy=0.0, dz=0.0):
@@ -165,6 +180,34 @@ def _turn_on_stove(s: Scene):
             Phase(on_arc(0.9, z + 0.1), OPEN, tol=0.03, limit=20, yaw=yaw + 0.9)]
 
 
+def facing(direction: np.ndarray) -> Rotation:
+    """The hand pointing along `direction` (horizontal), fingers closing vertically."""
+    z = direction / np.linalg.norm(direction)
+    y = np.array([0.0, 0.0, 1.0])
+    return Rotation.from_matrix(np.stack([np.cross(y, z), y, z], axis=1))
+
+
+def open_drawer(s: Scene, joint: str, pull: float = 0.155):
+    """Hand turned to face the drawer front in front of its handle, in to the bar, close, pull along the slide
+    (LIBERO counts a drawer open past 0.14 m), let go and back away."""
+    first = {}
+
+    def handle():
+        first.setdefault("h", s.drawer(joint))  # where the handle was: the pull is planned from there
+        return first["h"]
+
+    face = lambda: facing(-handle()[1])  # noqa: E731
+    front = lambda d: lambda: handle()[0] + handle()[1] * d  # noqa: E731
+    return [
+        Phase(front(0.12), OPEN, tol=0.02, limit=120, orient=face, turn_tol=0.1),
+        Phase(front(0.0), OPEN, tol=0.008, limit=60, orient=face),
+        Phase(front(0.0), CLOSED, tol=1.0, wait=10, orient=face),
+        Phase(front(pull), CLOSED, tol=0.01, limit=140, orient=face),
+        Phase(front(pull), OPEN, tol=1.0, wait=6, orient=face),
+        Phase(front(pull + 0.08), OPEN, tol=0.02, limit=30, orient=face),
+    ]
+
+
 def _plans():
     def bowl_to(target, dz):
         return lambda s: pick_place(lambda: s.obj("akita_black_bowl_1"), BOWL_GRASP, target(s), dz)
@@ -186,6 +229,11 @@ def _plans():
         "push_the_plate_to_the_front_of_the_stove": lambda s: _push(
             s, "plate_1", lambda: s.site("main_table_stove_front_region"), 0.045, 0.915),
         "turn_on_the_stove": _turn_on_stove,
+        "open_the_middle_drawer_of_the_cabinet": lambda s: open_drawer(s, "wooden_cabinet_1_middle_level"),
+        "open_the_top_drawer_and_put_the_bowl_inside": lambda s: [
+            *open_drawer(s, "wooden_cabinet_1_top_level"),
+            *pick_place(lambda: s.obj("akita_black_bowl_1"), BOWL_GRASP, lambda: s.site("wooden_cabinet_1_top_region"),
+                        0.05, travel_z=1.30)],
     }
 
 

@@ -67,9 +67,12 @@ def random_shift(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tenso
 
 class Trainer:
     def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, data_paths: list[str], out_dir: str,
-                 init_from: str | None = None, tasks_file=None, phrasings: str = "train"):
+                 init_from: str | None = None, tasks_file=None, phrasings: str = "train",
+                 rehearse_paths: list[str] | None = None):
         self.mcfg, self.tcfg = model_cfg, train_cfg
         self.out = pathlib.Path(out_dir)
+        self.data_paths = [str(p) for p in data_paths]
+        self.rehearse_paths = [str(p) for p in rehearse_paths or []] if train_cfg.rehearsal else []
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         if self.distributed and not dist.is_initialized():
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -81,6 +84,17 @@ class Trainer:
         table = training_phrasings(load_tasks(tasks_file), phrasings, train_cfg.template_phrasings,
                                    train_cfg.seed) if phrasings else None
         self.data = DemoDataset(data_paths, model_cfg.action_horizon, phrasings=table)
+        self.old = None  # the demonstrations rehearsed while fine-tuning
+        if train_cfg.rehearsal:
+            if not rehearse_paths:
+                raise ValueError("rehearsal needs the old tasks' demonstrations (rehearse_paths)")
+            self.old = DemoDataset(rehearse_paths, model_cfg.action_horizon, phrasings=table)
+            def setup(d):
+                return f"{d.cameras or d.camera}, proprio {d.proprio_dim()}"
+
+            if setup(self.old) != setup(self.data):
+                raise ValueError(f"the rehearsed demonstrations ({setup(self.old)}) do not match the new ones "
+                                 f"({setup(self.data)})")
         # The files say how many views each frame holds (gen-data: a tiled camera spec; bag-to-dataset: one
         # dataset per camera) and the arm's proprio size; the model must take as many.
         views = len(self.data.cameras) if self.data.cameras else (
@@ -97,7 +111,8 @@ class Trainer:
                                  f"{proprio_dim}")
             self.mcfg = model_cfg = dataclasses.replace(model_cfg, proprio_dim=proprio_dim)
         self.language = LanguageEncoder(model_cfg.language_path, model_cfg.max_tokens)
-        self.lang_cache = self._encode_all(self.data.instructions())
+        self.lang_cache = self._encode_all(sorted({*self.data.instructions(),
+                                                   *(self.old.instructions() if self.old else ())}))
         self.model = VLA(model_cfg, self.language.dim)
         self.stats = ckpt.Stats(**self.data.statistics()) if init_from is None else None
         if init_from is not None:  # finetune: start from a trained checkpoint, keep its statistics
@@ -120,8 +135,17 @@ class Trainer:
                 out[t] = (tok[j], mask[j])
         return out
 
+    def _sample(self, task: str | None = None) -> dict:
+        """A batch as arrays: the new demonstrations, and the rehearsed old ones' share when fine-tuning."""
+        n_old = round(self.tcfg.batch_size * self.tcfg.rehearsal) if self.old is not None and task is None else 0
+        b = self.data.sample(self.rng, self.tcfg.batch_size - n_old, self.tcfg.balance_tasks, task)
+        if n_old:
+            old = self.old.sample(self.rng, n_old, balance_tasks=True)
+            b = {k: np.concatenate([b[k], old[k]]) if isinstance(b[k], np.ndarray) else b[k] + old[k] for k in b}
+        return b
+
     def _batch(self, task: str | None = None) -> dict[str, torch.Tensor]:
-        b = self.data.sample(self.rng, self.tcfg.batch_size, self.tcfg.balance_tasks, task)
+        b = self._sample(task)
         s = self.stats
         size, views = self.mcfg.image_size, self.mcfg.views
         images = preprocess_images(torch.from_numpy(b["images"]), size, views)
@@ -194,7 +218,9 @@ class Trainer:
 
     def save(self, wall_time_s: float | None = None) -> str:
         extra = {"train_config": self.tcfg.__dict__, "step": self.step, "history": self.history[-200:],
-                 "camera": self.data.camera, "cameras": self.data.cameras}
+                 "camera": self.data.camera, "cameras": self.data.cameras,
+                 # what a later fine-tune rehearses: these and any it rehearsed itself
+                 "data": sorted({*self.data_paths, *self.rehearse_paths})}
         if wall_time_s is not None:
             extra["wall_time_s"] = round(wall_time_s, 1)
         model_id = ckpt.save(self.out, self.mcfg, self.language.dim, self.ema, self.stats, extra)
