@@ -4,7 +4,8 @@ One scene per suite: in LIBERO-Goal all ten tasks share the same objects, fixtur
 distribution and differ only in their goal predicates, so one environment serves every task and switching
 task swaps the goal (no 20 s reload). Actions are in our units (metres and radians per step, roll-pitch-yaw
 in the base frame, gripper 0 open .. 1 closed) and are converted to the OSC controller's normalized input.
-Rendering is made cheap once: shadows and reflections off, only the cameras asked for, one renderer reused.
+Rendering is made cheap once: shadows and reflections off, only the cameras asked for, one renderer reused,
+heavy visual meshes drawn decimated (light_meshes; the physics is the same).
 """
 from __future__ import annotations
 

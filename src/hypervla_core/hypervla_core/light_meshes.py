@@ -3,7 +3,7 @@
 This machine renders with Mesa's software GL, where a frame costs about 0.27 ms per thousand triangles and
 little else matters (64 and 128 px cost the same). LIBERO's Panda scene draws 240k visual triangles for
 objects a few dozen pixels wide. `lighten` rewrites a MuJoCo XML so that each visual geom (group 1, no
-contacts, no texture) whose mesh has more than `max_faces` triangles is drawn from a decimated copy instead (made once,
+contacts) whose mesh has more triangles than its cap is drawn from a decimated copy instead (made once,
 cached on disk). Physics is untouched by construction: the original geom stays in the model, with its mass
 and inertia, only moved to a geom group that is not drawn; the drawn copy has no mass and no contacts.
 """
