@@ -112,3 +112,22 @@ def test_libero_physics_is_the_same_with_light_meshes():
         arm.close()
     for stock, light in zip(*runs):
         np.testing.assert_array_equal(stock, light)
+
+
+def test_supersampled_frames_are_block_means_and_match_multisampled_ones():
+    from hypervla_core.libero_env import CAMERAS, LiberoArm, LiberoConfig, downsample
+
+    image = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    small = downsample(image, 2)
+    assert small.shape == (2, 3, 3)
+    np.testing.assert_array_equal(small[1, 2], np.round(image[2:4, 4:6].reshape(4, 3).mean(0) + 1e-9))
+    frames = {}
+    for k in (1, 2):
+        arm = LiberoArm(LiberoConfig(cameras=CAMERAS, image_size=32, supersample=k))
+        frames[k] = arm.reset("put_the_bowl_on_the_stove", 3).images
+        arm.close()
+    for c in CAMERAS:
+        assert frames[2][c].shape == frames[1][c].shape == (32, 32, 3)
+        # the same view anti-aliased two ways: a few grey levels apart, where a shifted or flipped frame is tens
+        assert np.abs(frames[2][c].astype(float) - frames[1][c]).mean() < 8
+        assert np.abs(frames[2][c].astype(float) - frames[1][c][::-1]).mean() > 20

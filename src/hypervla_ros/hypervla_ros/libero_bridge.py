@@ -43,6 +43,7 @@ SCHEMA = {
     "mesh_faces_max": ("plain visual meshes above this many triangles drawn decimated (0: LIBERO's own meshes); "
                        "physics unchanged", (0, 10**7)),
     "textured_mesh_faces_max": ("the same for textured meshes", (0, 10**7)),
+    "supersample": ("anti-aliasing: drawn this many times larger, then averaged (1: 4x multisampling)", (1, 8)),
     "joint_states_topic": ("sensor_msgs/JointState output", None),
     "ee_pose_topic": ("geometry_msgs/PoseStamped output (base frame)", None),
     "action_topic": ("hypervla_msgs/EndEffectorAction input (delta per step)", None),
@@ -67,7 +68,8 @@ class LiberoBridgeNode(Node):
         self.arm = LiberoArm(LiberoConfig(suite=p["suite"], cameras=tuple(self.cameras), image_size=p["image_size"],
                                           control_freq=int(round(p["rate_hz"])), max_steps=p["max_steps"],
                                           mesh_faces_max=p["mesh_faces_max"],
-                                          textured_mesh_faces_max=p["textured_mesh_faces_max"]))
+                                          textured_mesh_faces_max=p["textured_mesh_faces_max"],
+                                          supersample=p["supersample"]))
         self.servo = ServoInput(p["incoming_command_timeout"])
         self.next_init = p["init_index"]
         self.add_on_set_parameters_callback(self.on_set_parameters)
