@@ -48,6 +48,7 @@ def scene(mesh_file, tex_file):
       <geom name="vis" type="mesh" mesh="ball" group="1" contype="0" conaffinity="0" density="100" material="plain"/>
       <geom name="vis_tex" type="mesh" mesh="ball_tex" group="1" contype="0" conaffinity="0" material="textured"/>
       <geom name="hit" type="mesh" mesh="ball_hit" group="1"/>
+      <geom name="vis_tex2" type="mesh" mesh="ball" group="1" contype="0" conaffinity="0" material="textured"/>
     </body>
     <geom type="plane" size="1 1 0.1"/>
   </worldbody>
@@ -74,7 +75,7 @@ def test_decimated_copy_is_drawn_and_physics_is_unchanged(tmp_path):
     assert faces(light, "vis__light") < 2 * 300 < faces(stock, "vis") / 10  # about max_faces (not exact)
     np.testing.assert_allclose(world_box(light, "vis__light"), world_box(stock, "vis"), atol=0.004)  # same place
     # a geom with contacts and a textured one are left as they were
-    for name in ("hit", "vis_tex"):
+    for name in ("hit", "vis_tex", "vis_tex2"):
         assert light.geom(name).group == 1 and faces(light, name) == faces(stock, name)
 
     a, b = mujoco.MjData(stock), mujoco.MjData(light)
@@ -89,6 +90,8 @@ def test_decimated_copy_is_drawn_and_physics_is_unchanged(tmp_path):
     assert both.geom("vis_tex").group == int(HIDDEN_GROUP)
     assert faces(both, "vis_tex__light") < 2 * 1000 < faces(stock, "vis_tex") / 3
     assert both.mesh_texcoordnum[both.geom("vis_tex__light").dataid[0]] > 0
+    # a mesh drawn both plain and textured gets a copy per cap, whichever geom comes first
+    assert faces(both, "vis__light") < 2 * 300 < faces(both, "vis_tex2__light") < 2 * 1000
     np.testing.assert_allclose(world_box(both, "vis_tex__light"), world_box(stock, "vis_tex"), atol=0.004)
 
     # made once: a second call reads the cache and writes the same XML

@@ -154,6 +154,9 @@ def cmd_bag_to_dataset(args) -> int:
     return convert_main(args.args)
 
 
+THREADS_HELP = "torch threads (default: the config's; 1 is fastest on a busy 2-core machine)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hypervla", description="HyperVLA: train, evaluate and inspect models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-every", type=int)
-    p.add_argument("--threads", type=int, help="torch threads (default: the config's; 1 is fastest on a busy 2-core machine)")
+    p.add_argument("--threads", type=int, help=THREADS_HELP)
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
     p.add_argument("--tasks-file", default=None)
     p.set_defaults(func=cmd_train)
@@ -213,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, help="torch threads (default: the config's; 1 is fastest on a busy 2-core machine)")
+    p.add_argument("--threads", type=int, help=THREADS_HELP)
     p.add_argument("--tasks-file", default=None)
     p.set_defaults(func=cmd_finetune)
 

@@ -63,6 +63,19 @@ def _arms(suite: str, image_size: int) -> tuple:
     return _ARMS
 
 
+def _close_arms() -> None:
+    global _ARMS
+    for arm in _ARMS or ():
+        arm.close()
+    _ARMS = None
+
+
+def _one_raster_thread() -> None:
+    # One software-GL raster thread per worker (read when its GL context is made): with a thread per core in
+    # each, two workers contend (10 % slower).
+    os.environ["LP_NUM_THREADS"] = "1"
+
+
 def _task(job) -> tuple[str, dict]:
     """One task's file: attempts from consecutive init states until `episodes` succeeded (at most 3x)."""
     out, suite, task, episodes, first_init, image_size, max_steps, noise, seed = job
@@ -101,12 +114,13 @@ def generate(out: str, suite: str = "libero_goal", episodes: int = 50, tasks=Non
     jobs = [(out, suite, task, episodes, first_init, image_size, max_steps, noise, seed) for task in todo]
     report = {}
     if workers <= 1 or len(jobs) <= 1:
-        report.update(map(_task, jobs))
+        try:
+            report.update(map(_task, jobs))
+        finally:
+            _close_arms()
     else:
-        # One software-GL raster thread per worker: with a thread per core in each, they contend (10 % slower).
-        os.environ.setdefault("LP_NUM_THREADS", "1")
         # A task at a time to whichever worker is free: a fixed split left one worker idle for minutes.
-        with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+        with mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_one_raster_thread) as pool:
             report.update(pool.imap_unordered(_task, jobs, chunksize=1))
         report = {t: report[t] for t in todo}
     summary = {"tasks": report, "skipped_existing": done, "wall_time_s": round(time.time() - start, 1)}

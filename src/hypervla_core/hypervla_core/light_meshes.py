@@ -139,25 +139,26 @@ def lighten(xml: str, max_faces: int, cache: pathlib.Path, max_faces_textured: i
     asset = root.find("asset")
     meshes = {m.get("name"): m for m in root.iter("mesh") if m.get("file")}
     textured = {m.get("name") for m in root.iter("material") if m.get("texture")}
-    light_names: dict[str, str | None] = {}
+    light_names: dict[tuple[str, int], str | None] = {}  # (mesh, cap) -> its decimated copy's name
     for parent in list(root.iter()):
         for geom in parent.findall("geom"):
             name = geom.get("mesh")
             if name not in meshes or not _visual_only(geom):
                 continue
-            if name not in light_names:
+            cap = max_faces_textured if geom.get("material") in textured else max_faces
+            key = (name, cap)
+            if key not in light_names:
                 mesh = meshes[name]
-                cap = max_faces_textured if geom.get("material") in textured else max_faces
                 light = None
                 if cap and pathlib.Path(mesh.get("file")).is_file():
                     light = _lightened(mesh.get("file"), mesh.get("scale"), cap, cache)
                 if light is not None:
-                    ET.SubElement(asset, "mesh", name=f"{name}__light", file=str(light))
-                light_names[name] = None if light is None else f"{name}__light"
-            if light_names[name] is None:
+                    ET.SubElement(asset, "mesh", name=f"{name}__light{cap}", file=str(light))
+                light_names[key] = None if light is None else f"{name}__light{cap}"
+            if light_names[key] is None:
                 continue
             copy = ET.Element("geom", {k: v for k, v in geom.attrib.items() if k not in ("name", "density")})
-            copy.set("mesh", light_names[name])
+            copy.set("mesh", light_names[key])
             if geom.get("name"):
                 copy.set("name", f"{geom.get('name')}__light")
             copy.set("mass", "0")
