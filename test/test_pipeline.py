@@ -402,5 +402,11 @@ def test_finetune_rehearses_the_checkpoints_own_demonstrations(demos, tmp_path, 
                 "--steps", "2", "--rehearsal", "0.5"]) == 2
     err = capsys.readouterr().err
     assert "--rehearse" in err and "--rehearsal 0" in err and str(old) in err
+    # the shipped recipe rehearses by default (and trains without the shift the shipped model was trained without)
+    import pathlib
+    recipe = str(pathlib.Path(__file__).resolve().parents[1] / "config" / "finetune.yaml")
+    assert cli(["finetune", str(ck), "--data", str(new), "--out", str(tmp_path / "ft4"), "--config", recipe,
+                "--steps", "2"]) == 2
+    assert "--rehearse" in capsys.readouterr().err
     assert cli(["finetune", str(ck), "--data", str(new), "--out", str(tmp_path / "ft3"), "--config", str(cfg),
                 "--steps", "2", "--rehearsal", "0"]) == 0
