@@ -124,10 +124,10 @@ def test_supersampled_frames_are_block_means_and_match_multisampled_ones():
     small = downsample(image, 2)
     assert small.shape == (2, 3, 3)
     np.testing.assert_array_equal(small[1, 2], np.round(image[2:4, 4:6].reshape(4, 3).mean(0) + 1e-9))
-    frames = {}
-    for k in (1, 2):
-        arm = LiberoArm(LiberoConfig(cameras=CAMERAS, image_size=32, supersample=k))
-        frames[k] = arm.reset("put_the_bowl_on_the_stove", 3).images
+    # both arms alive in one process, the first drawn after the second was made (each draws in its own GL context)
+    arms = {k: LiberoArm(LiberoConfig(cameras=CAMERAS, image_size=32, supersample=k)) for k in (1, 2)}
+    frames = {k: arm.reset("put_the_bowl_on_the_stove", 3).images for k, arm in arms.items()}
+    for arm in arms.values():
         arm.close()
     for c in CAMERAS:
         assert frames[2][c].shape == frames[1][c].shape == (32, 32, 3)
