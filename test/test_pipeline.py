@@ -2,6 +2,7 @@
 gloo) -> resume -> finetune -> eval, plus LIBERO/robomimic-layout HDF5 files and `hypervla info`."""
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -402,8 +403,7 @@ def test_finetune_rehearses_the_checkpoints_own_demonstrations(demos, tmp_path, 
                 "--steps", "2", "--rehearsal", "0.5"]) == 2
     err = capsys.readouterr().err
     assert "--rehearse" in err and "--rehearsal 0" in err and str(old) in err
-    # the shipped recipe rehearses by default (and trains without the shift the shipped model was trained without)
-    import pathlib
+    # the shipped recipe rehearses by default: without the old data it refuses rather than forgets
     recipe = str(pathlib.Path(__file__).resolve().parents[1] / "config" / "finetune.yaml")
     assert cli(["finetune", str(ck), "--data", str(new), "--out", str(tmp_path / "ft4"), "--config", recipe,
                 "--steps", "2"]) == 2

@@ -139,14 +139,22 @@ class LiberoArm:
         model = self.env.sim.model._model
         model.light_castshadow[:] = 0  # software GL: shadows and reflections double the render time
         model.mat_reflectance[:] = 0
-        # robosuite draws into whichever GL context is current: with several arms in one process, each makes its
-        # own current before drawing (_draw_here).
-        self._gl = self.env.sim._render_context_offscreen if render else None
-        if render and cfg.supersample > 1:  # the GL context is made with the model's sample count: make it anew
-            model.vis.quality.offsamples = 0
-            self._draw_here()
-            self._gl.con.free()
-            self._gl._set_mujoco_context_and_buffers()
+        if render:
+            context = self.env.sim._render_context_offscreen
+            if cfg.supersample > 1:  # the GL context is made with the model's sample count: make it anew
+                model.vis.quality.offsamples = 0
+                context.gl_ctx.make_current()
+                context.con.free()
+                context._set_mujoco_context_and_buffers()
+            # robosuite draws into whichever GL context is current: with several arms in one process, each frame
+            # must first make its own arm's current.
+            draw = context.render
+
+            def render_in_own_context(*args, **kwargs):
+                context.gl_ctx.make_current()
+                return draw(*args, **kwargs)
+
+            context.render = render_in_own_context
         # robosuite samples observations (cameras too) at whichever physics substep its timers fire, which is
         # not always the period's last one. Observed only on demand instead (forced), an observation is always
         # the state at the end of the period: the same whether it comes from a step or from a loaded state.
@@ -195,7 +203,6 @@ class LiberoArm:
         # scene (the same for every task of the suite), and the caller's random stream is left as it was.
         saved = np.random.get_state()
         np.random.seed(init_index)
-        self._draw_here()
         try:
             self.env.reset()
         finally:
@@ -211,15 +218,10 @@ class LiberoArm:
         self.steps, self.grip, self._hold = 0, 0.0, None
         return self.observe()
 
-    def _draw_here(self) -> None:
-        if self._gl is not None:
-            self._gl.gl_ctx.make_current()
-
     def _observe_now(self) -> dict:
         # After a physics step MuJoCo's body poses still belong to the substep before; forward() brings them to
         # the state itself, so a frame drawn now equals one drawn from the same state loaded later.
         self.env.sim.forward()
-        self._draw_here()
         return self.env.env._get_observations(force_update=True)
 
     def step(self, action: np.ndarray) -> tuple[ArmObservation, bool]:
@@ -298,7 +300,6 @@ class LiberoArm:
                 model.body_pos[i], model.body_quat[i] = pose[:3], pose[3:]
         if task is not None:
             self.set_task(task)
-        self._draw_here()
         self._obs = self.env.regenerate_obs_from_state(np.asarray(state, np.float64))
         return self.observe()
 
