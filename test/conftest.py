@@ -51,6 +51,25 @@ def tiny_checkpoints(tmp_path_factory, language):
 
 
 @pytest.fixture(scope="session")
+def libero_checkpoint(tmp_path_factory, language):
+    """An untrained checkpoint shaped for the LIBERO Panda: its two cameras by name, 9 joints of proprio."""
+    import torch
+    from hypervla_core.config import ModelConfig
+    from hypervla_core.libero_env import CAMERAS
+    from hypervla_core.model import VLA
+
+    from hypervla_core import checkpoint as ckpt
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(image_size=16, vision_dim=16, hn_dim=32, hn_layers=1, base_dim=16, base_layers=1, keypoints=4,
+                      views=2, proprio_dim=9)
+    folder = tmp_path_factory.mktemp("libero_ck")
+    ckpt.save(folder, cfg, language.dim, VLA(cfg, language.dim).state_dict(), ckpt.Stats.identity(cfg),
+              {"cameras": list(CAMERAS)})
+    return folder
+
+
+@pytest.fixture(scope="session")
 def ros():
     import rclpy
 

@@ -3,6 +3,7 @@
 Separate camera topics with one stamp per step, joint states and the end-effector pose; a Servo twist held for
 one period moves the arm exactly like the same EndEffectorAction; with no fresh command the arm holds."""
 import json
+import os
 import subprocess
 import sys
 
@@ -16,11 +17,12 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from hypervla_core.libero_env import SAMPLED_INITS
 from hypervla_msgs.msg import EndEffectorAction
 from hypervla_ros.bringup import Stack
 from hypervla_ros.node_config import LATCHED, stamp_ns
 from hypervla_ros.policy_msgs import action_msg
-from ros_helpers import Spinner, wait_until, write_config
+from ros_helpers import ROOT, Spinner, wait_until, write_config
 
 CAMERAS = ("agentview", "robot0_eye_in_hand")
 TASK = "put the bowl on the stove"
@@ -244,8 +246,7 @@ def test_demonstrator_bag_dataset_train_and_run_on_the_arm(ros, tmp_path):
     bridge = {"image_size": 32, "real_time": False, "max_steps": 160, "publish_sim_state": True}
     config = write_config(tmp_path, "unused", libero_bridge=bridge,
                           record={"output": str(tmp_path / "bag"), "topics": topics},
-                          demonstrator={"tasks": ["put_the_bowl_on_the_stove"], "episodes_per_task": 2,
-                                        "first_init": 7})
+                          demonstrator={"tasks": ["put_the_bowl_on_the_stove"], "episodes_per_task": 2})
     sent = {}
     with Stack(config, log_dir=str(tmp_path / "logs")) as stack:
         probe = ArmProbe()
@@ -273,7 +274,7 @@ def test_demonstrator_bag_dataset_train_and_run_on_the_arm(ros, tmp_path):
             n = end["steps"]  # every step the bridge took was one demonstrator command
             assert d["actions"].shape == (n, 7) and d["obs/joint_states"].shape == (n, 9)
             assert all(d[f"obs/{c}_rgb"].shape == (n, 32, 32, 3) for c in CAMERAS)
-            assert d.attrs["init_index"] == 7 + k
+            assert d.attrs["init_index"] == SAMPLED_INITS + k  # sampled placements: never evaluation's states
         actions = f["data/demo_0/actions"][:]
     # the recorded actions are the ones the demonstrator sent, rotation included
     mine = [sent[s] for s in sorted(sent)][: len(actions)]
@@ -283,7 +284,7 @@ def test_demonstrator_bag_dataset_train_and_run_on_the_arm(ros, tmp_path):
     # The same episodes made directly, without ROS (physics first, then one rendering replay): identical.
     direct = subprocess.run(
         [sys.executable, "-m", "hypervla_core.cli", "gen-data", "--suite", "libero_goal:put_the_bowl_on_the_stove",
-         "--out", str(tmp_path / "direct"), "--episodes", "2", "--first-init", "7", "--image-size", "32",
+         "--out", str(tmp_path / "direct"), "--episodes", "2", "--image-size", "32",
          "--max-steps", "160", "--workers", "1"], capture_output=True, text=True, timeout=600)
     assert direct.returncode == 0, direct.stderr[-2000:]
     with h5py.File(tmp_path / "ds" / "put_the_bowl_on_the_stove.hdf5") as a, \
@@ -321,3 +322,30 @@ def test_demonstrator_bag_dataset_train_and_run_on_the_arm(ros, tmp_path):
             assert runs and all(m.policy_id not in ("", "demonstrator") for m in runs)
         finally:
             spinner.close()
+
+
+def test_demo_runs_the_libero_scene_with_its_overrides(tmp_path, libero_checkpoint):
+    """`make demo DEMO_SUITE=libero_goal`: config/libero_demo.yaml over the configuration, the Panda bridge and
+    the checkpoint's two camera topics; one episode per task and a summary with the goals reached."""
+    import yaml
+
+    config = write_config(tmp_path, libero_checkpoint)
+    demo = yaml.safe_load((ROOT / "config" / "libero_demo.yaml").read_text())
+    for node in ("policy_generator", "policy_controller"):
+        demo[node]["ros__parameters"]["checkpoint"] = str(libero_checkpoint)
+    demo["libero_bridge"]["ros__parameters"]["max_steps"] = 5
+    demo["demo"]["ros__parameters"]["output"] = str(tmp_path / "out")
+    (tmp_path / "libero_demo.yaml").write_text(yaml.safe_dump(demo))
+    env = {**os.environ, "HYPERVLA_CONFIG": str(config), "DEMO_SUITE": "libero_goal",
+           "DEMO_TASKS": "turn_on_the_stove,put_the_bowl_on_the_plate"}
+    run = subprocess.run([sys.executable, "-m", "hypervla_ros.demo"], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["suite"] == "libero_goal" and summary["checkpoint"] == str(libero_checkpoint)
+    assert [e["task"] for e in summary["episodes"]] == ["turn_on_the_stove", "put_the_bowl_on_the_plate"]
+    for e in summary["episodes"]:
+        assert e["completed"] and e["steps"] == 5 and e["goals_reached"] == []  # 5 steps of an untrained policy
+        assert e["instruction"] in yaml.safe_load((ROOT / "config" / "libero_tasks.yaml").read_text())["tasks"][
+            e["task"]]["train"]
+    assert summary["control_loop_latency_ms"]["p50"] > 0

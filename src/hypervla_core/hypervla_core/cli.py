@@ -130,10 +130,16 @@ def cmd_fit(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    if args.suite.startswith("libero"):
+        from .libero_eval import evaluate_libero
+
+        evaluate_libero(args.checkpoint, args.out, args.suite, args.episodes, args.seed, args.phrasings, args.inits,
+                        args.workers, args.max_steps or 300, args.tasks_file, not args.no_gifs, args.threads)
+        return 0
     from .evaluate import evaluate
 
     evaluate(args.checkpoint, args.out, args.suite, args.episodes, args.seed, args.phrasings, args.workers,
-             args.max_steps, args.tasks_file, gifs=not args.no_gifs, camera=args.camera, threads=args.threads)
+             args.max_steps or 200, args.tasks_file, gifs=not args.no_gifs, camera=args.camera, threads=args.threads)
     return 0
 
 
@@ -180,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--noise", type=float, default=None,
                    help="std of action noise (Meta-World units, default 0.3; LIBERO: metres per step, default 0)")
-    p.add_argument("--first-init", type=int, default=0, help="LIBERO: init state of each task's first episode")
+    p.add_argument("--first-init", type=int, default=1000,
+                   help="LIBERO: init index of each task's first attempt (0-49: the standard initial states, which "
+                   "evaluation uses; from 1000: placements sampled from the index, the default)")
     p.add_argument("--max-steps", type=int, default=None, help="episode length (Meta-World 200, LIBERO 300)")
     p.add_argument("--max-rounds", type=int, default=20, help="rounds of fresh attempts for tasks still short")
     p.add_argument("--tasks-file", default=None, help="phrasings file (default config/tasks.yaml)")
@@ -229,19 +237,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks-file", default=None)
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("eval", help="closed-loop success in Meta-World on unseen positions")
+    p = sub.add_parser("eval", help="closed-loop success in Meta-World on unseen positions, or on LIBERO's Panda "
+                       "from its standard initial states (--suite libero_goal_train, wrong goals counted)")
     p.add_argument("checkpoint")
     p.add_argument("--out", default="runs/eval")
-    p.add_argument("--suite", default="mt10")
+    p.add_argument("--suite", default="mt10", help="a suite of config/tasks.yaml or tasks a,b; LIBERO: a suite of "
+                   "config/libero_tasks.yaml or libero_goal:task,task")
     p.add_argument("--episodes", type=int, default=50, help="episodes per task")
+    p.add_argument("--inits", choices=["own", "others"], default="own",
+                   help="LIBERO: start from each task's own initial states, or from the other tasks' (confusion matrix)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--phrasings", default="train",
                    help="which phrasings of the tasks file: 'train', 'heldout' (never seen in training) or another key")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, help="torch threads per worker (default: 2 cores shared among workers)")
-    p.add_argument("--max-steps", type=int, default=200)
-    p.add_argument("--tasks-file", default=None, help="phrasings file (default config/tasks.yaml)")
-    p.add_argument("--camera", default=None, help="view to render (default: the tasks file's `camera`)")
+    p.add_argument("--max-steps", type=int, default=None, help="episode length (Meta-World 200, LIBERO 300)")
+    p.add_argument("--tasks-file", default=None, help="phrasings file (default config/tasks.yaml, LIBERO "
+                   "config/libero_tasks.yaml)")
+    p.add_argument("--camera", default=None, help="Meta-World: view to render (default: the tasks file's `camera`)")
     p.add_argument("--no-gifs", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -3,6 +3,8 @@ arm in process and the episodes are written in bag-to-dataset's layout. Physics 
 attempt runs without cameras, keeping the simulator state before every action; only a successful one is
 rendered, by loading those states into a second arm with cameras (no physics is stepped again). The ROS path
 (demonstrator + bridge + record + bag-to-dataset) gives the same episodes (test_libero_bridge checks it).
+Episodes start from sampled placements (init index SAMPLED_INITS and up), never from the standard initial
+states that evaluation uses.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 import numpy as np
 
 from .data import write_camera_demo
-from .libero_env import CAMERAS, LiberoArm, LiberoConfig
+from .libero_env import CAMERAS, SAMPLED_INITS, LiberoArm, LiberoConfig
 from .libero_experts import PLANS, Expert
 
 
@@ -77,7 +79,7 @@ def _one_raster_thread() -> None:
 
 
 def _task(job) -> tuple[str, dict]:
-    """One task's file: attempts from consecutive init states until `episodes` succeeded (at most 3x)."""
+    """One task's file: attempts from consecutive init indices until `episodes` succeeded (at most 3x)."""
     out, suite, task, episodes, first_init, image_size, max_steps, noise, seed = job
     physics, shadow, cameras = _arms(suite, image_size)
     index = physics.task_index_of(task)
@@ -86,15 +88,14 @@ def _task(job) -> tuple[str, dict]:
     path.unlink(missing_ok=True)
     kept, attempted = 0, []
     init = first_init
-    n_inits = len(physics.init_states(index))
     while kept < episodes and len(attempted) < 3 * episodes:
-        actions, states, ok, goals = demonstrate(physics, shadow, task, init % n_inits, max_steps, rng, noise)
+        actions, states, ok, goals = demonstrate(physics, shadow, task, init, max_steps, rng, noise)
         attempted.append(init)
         if ok:
-            images, joints = render(cameras, task, init % n_inits, states)
+            images, joints = render(cameras, task, init, states)
             write_camera_demo(path, images, joints, actions,
                               {"language_instruction": physics.tasks[index].language, "task": task, "success": True,
-                               "source": "gen-data", "init_index": init % n_inits, "goals": json.dumps(goals)},
+                               "source": "gen-data", "init_index": init, "goals": json.dumps(goals)},
                               physics.cfg.control_freq, "gen-data")
             kept += 1
         init += 1
@@ -103,7 +104,7 @@ def _task(job) -> tuple[str, dict]:
     return task, {"kept": kept, "attempted_inits": attempted}
 
 
-def generate(out: str, suite: str = "libero_goal", episodes: int = 50, tasks=None, first_init: int = 0,
+def generate(out: str, suite: str = "libero_goal", episodes: int = 50, tasks=None, first_init: int = SAMPLED_INITS,
              image_size: int = 128, max_steps: int = 300, noise: float = 0.0, seed: int = 0, workers: int = 2) -> dict:
     outdir = pathlib.Path(out)
     outdir.mkdir(parents=True, exist_ok=True)

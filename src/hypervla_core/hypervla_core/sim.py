@@ -18,10 +18,11 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 METRES_PER_UNIT = 0.01  # Meta-World's action_scale
 
 
-def tasks_file() -> pathlib.Path:
-    """The phrasings live with the rest of the configuration (config/tasks.yaml): HYPERVLA_TASKS, else the
-    source tree's, else beside the params file (HYPERVLA_CONFIG), else an installed share/hypervla/config."""
-    if os.environ.get("HYPERVLA_TASKS"):
+def tasks_file(name: str = "tasks.yaml") -> pathlib.Path:
+    """The phrasings live with the rest of the configuration (config/tasks.yaml; LIBERO's config/libero_tasks.yaml):
+    HYPERVLA_TASKS (tasks.yaml only), else the source tree's, else beside the params file (HYPERVLA_CONFIG), else
+    an installed share/hypervla/config."""
+    if name == "tasks.yaml" and os.environ.get("HYPERVLA_TASKS"):
         return pathlib.Path(os.environ["HYPERVLA_TASKS"])
     places = [pathlib.Path(__file__).resolve().parents[3] / "config"]
     if os.environ.get("HYPERVLA_CONFIG"):
@@ -29,9 +30,9 @@ def tasks_file() -> pathlib.Path:
     places += [pathlib.Path(prefix) / "share" / "hypervla" / "config"
                for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if prefix]
     for place in places:
-        if (place / "tasks.yaml").is_file():
-            return place / "tasks.yaml"
-    raise FileNotFoundError(f"tasks.yaml not found in {', '.join(map(str, places))} (or set HYPERVLA_TASKS)")
+        if (place / name).is_file():
+            return place / name
+    raise FileNotFoundError(f"{name} not found in {', '.join(map(str, places))} (or set HYPERVLA_TASKS)")
 
 
 def load_tasks(path: str | pathlib.Path | None = None) -> dict:

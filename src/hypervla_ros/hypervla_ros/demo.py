@@ -3,7 +3,9 @@
 Starts policy_generator, policy_controller and sim_bridge as separate processes (same YAML), then plays
 operator: publishes an instruction per episode (the bridge loads the task and resets; the controller
 asks for a policy with the episode's first frame), waits for the episode's end and records the timing.
-DEMO_EPISODES=n overrides episodes per task; DEMO_TASKS=a,b picks tasks.
+DEMO_EPISODES=n overrides episodes per task; DEMO_TASKS=a,b picks tasks. DEMO_SUITE=libero_goal runs the LIBERO
+Panda (libero_bridge, two cameras) on models/hypervla-libero-goal instead, with config/libero_demo.yaml's
+parameters over the configuration's.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import time
 
 import numpy as np
 import rclpy
-from hypervla_core.sim import load_tasks
+import yaml
+from hypervla_core.sim import load_tasks, tasks_file
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import String
@@ -28,7 +31,8 @@ from .bringup import Stack
 from .node_config import LATCHED, config_path, declare, node_defaults, resolve_path
 
 SCHEMA = {
-    "tasks": ("Meta-World tasks to run", None),
+    "suite": ("mt10 (Meta-World, sim_bridge) or libero_goal (the Panda, libero_bridge); DEMO_SUITE overrides", None),
+    "tasks": ("tasks to run", None),
     "episodes_per_task": ("episodes per task (DEMO_EPISODES overrides)", (1, 10000)),
     "episode_timeout_s": ("give up on an episode after this long", (1.0, 3600.0)),
     "output": ("folder for summary.json", None),
@@ -40,7 +44,7 @@ def pct(values, q):
 
 
 class DemoOperator(Node):
-    def __init__(self):
+    def __init__(self, events_topic: str):
         super().__init__("demo")
         self.p = declare(self, SCHEMA, node_defaults("demo"))
         self.instruction_pub = self.create_publisher(String, "/hypervla/instruction", LATCHED)
@@ -50,7 +54,7 @@ class DemoOperator(Node):
         self.reset_at: float | None = None
         self._old_policy = None
         self._lock = threading.Lock()
-        self.create_subscription(String, "/sim_bridge/events", self.on_event, LATCHED)
+        self.create_subscription(String, events_topic, self.on_event, LATCHED)
         self.create_subscription(ControllerStatus, "/hypervla/status", self.on_status, 10)
         self.create_subscription(EndEffectorAction, "/hypervla/action", self.on_action, 10)
 
@@ -90,11 +94,36 @@ def wait(pred, timeout, period=0.02):
     return False
 
 
+def libero_config(base: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+    """The configuration with config/libero_demo.yaml's parameters over it, written to out/hypervla.yaml, its
+    file paths made absolute where the configuration finds them (the copy lives elsewhere)."""
+    merged = yaml.safe_load(base.read_text())
+    overrides = yaml.safe_load(base.parent.joinpath("libero_demo.yaml").read_text())
+    for node, section in overrides.items():
+        merged.setdefault(node, {"ros__parameters": {}})["ros__parameters"].update(section["ros__parameters"])
+    for section in merged.values():
+        params = section.get("ros__parameters", {})
+        for key in ("checkpoint", "signing_key_file", "trusted_keys_file"):
+            if params.get(key):
+                params[key] = resolve_path(params[key])
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "hypervla.yaml"
+    path.write_text(yaml.safe_dump(merged, sort_keys=False))
+    return path
+
+
 def run(config: str | None) -> dict:
     if config:
         os.environ["HYPERVLA_CONFIG"] = str(pathlib.Path(config).resolve())
+    suite = os.environ.get("DEMO_SUITE") or node_defaults("demo").get("suite", "mt10")
+    if suite not in ("mt10", "libero_goal"):
+        raise SystemExit(f"demo: DEMO_SUITE must be mt10 or libero_goal, got {suite!r}")
+    libero = suite == "libero_goal"
+    if libero:
+        merged = libero_config(config_path(), pathlib.Path(node_defaults("demo")["output"]))
+        os.environ["HYPERVLA_CONFIG"] = str(merged.resolve())
     rclpy.init()
-    op = DemoOperator()
+    op = DemoOperator("/libero_bridge/events" if libero else "/sim_bridge/events")
     executor = SingleThreadedExecutor()
     executor.add_node(op)
     spin = threading.Thread(target=executor.spin, daemon=True)
@@ -102,13 +131,13 @@ def run(config: str | None) -> dict:
     p = op.p
     tasks = [t for t in os.environ.get("DEMO_TASKS", "").split(",") if t] or list(p["tasks"])
     episodes = int(os.environ.get("DEMO_EPISODES", p["episodes_per_task"]))
-    phrasings = load_tasks()["tasks"]
+    phrasings = load_tasks(tasks_file("libero_tasks.yaml") if libero else None)["tasks"]
     ckpt = resolve_path(node_defaults("policy_controller")["checkpoint"])
     print(f"demo: {len(tasks)} task(s) x {episodes} episode(s) on checkpoint {ckpt}")
     stack = Stack(config_path(), log_dir="log/demo")
     results, switch_ms = [], []
     try:
-        stack.start("generator", "controller", "sim")
+        stack.start("generator", "controller", "libero" if libero else "sim")
         if not wait(lambda: op.status is not None, 120):
             raise RuntimeError("the controller did not come up: see log/demo/policy_controller.log")
         if not wait(lambda: op.count_publishers("/hypervla/action") > 0 and op.count_subscribers("/hypervla/instruction") >= 2, 120):
@@ -126,9 +155,9 @@ def run(config: str | None) -> dict:
                 row = {"task": task, "instruction": text, "success": bool(end.get("success", False)),
                        "steps": end.get("steps"), "duration_s": end.get("duration_s"),
                        "e2e_ms_p50": end.get("e2e_ms_p50"), "e2e_ms_p99": end.get("e2e_ms_p99"),
-                       "completed": ok}
+                       "completed": ok, "goals_reached": end.get("goals")}  # LIBERO: every goal that holds
                 results.append(row)
-                print(f"  {task:26s} ep {k}  {'SUCCESS' if row['success'] else 'fail   '}  steps {row['steps']}")
+                print(f"  {task:45s} ep {k}  {'SUCCESS' if row['success'] else 'fail   '}  steps {row['steps']}")
         st = op.status
     finally:
         stack.stop()
@@ -138,7 +167,7 @@ def run(config: str | None) -> dict:
     e2e50 = [r["e2e_ms_p50"] for r in results if r["e2e_ms_p50"]]
     e2e99 = [r["e2e_ms_p99"] for r in results if r["e2e_ms_p99"]]
     summary = {
-        "checkpoint": ckpt, "episodes": results,
+        "checkpoint": ckpt, "suite": suite, "episodes": results,
         "success_rate": sum(r["success"] for r in results) / max(1, len(results)),
         "per_task": {t: float(np.mean([r["success"] for r in results if r["task"] == t])) for t in tasks},
         "control_loop_latency_ms": {"p50": round(st.latency_p50_ms, 3), "p99": round(st.latency_p99_ms, 3)},
@@ -151,9 +180,9 @@ def run(config: str | None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print()
-    print(f"{'task':26s} success")
+    print(f"{'task':45s} success")
     for t, v in summary["per_task"].items():
-        print(f"{t:26s} {v:.2f}")
+        print(f"{t:45s} {v:.2f}")
     print(f"overall success {summary['success_rate']:.2f} over {len(results)} episodes")
     print(f"control loop (camera stamp -> action publish) p50 {summary['control_loop_latency_ms']['p50']} ms, "
           f"p99 {summary['control_loop_latency_ms']['p99']} ms; deadline misses {summary['deadline_misses']}")

@@ -30,7 +30,8 @@ SCHEMA = {
     "bridge": ("the bridge node's name (its ~/sim_state, ~/events, ~/reset, init_index)", None),
     "tasks": ("task names to demonstrate ([] = every scripted one)", None),
     "episodes_per_task": ("attempts per task, init states first_init, first_init + 1, ...", (1, 10000)),
-    "first_init": ("init state of each task's first attempt", (0, 10000)),
+    "first_init": ("init index of each task's first attempt (from 1000: sampled placements, never the standard "
+                   "initial states evaluation uses)", (0, 10**9)),
     "noise": ("std of noise added to the expert's translation (m per step)", (0.0, 0.05)),
     "seed": ("noise seed", (0, 2**31)),
     "instruction_topic": ("std_msgs/String instruction output", None),

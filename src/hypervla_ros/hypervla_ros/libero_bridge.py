@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from hypervla_core.libero_env import JOINT_NAMES, LiberoArm, LiberoConfig
+from hypervla_core.libero_env import JOINT_NAMES, SAMPLED_INITS, LiberoArm, LiberoConfig
 from hypervla_core.servo import ServoInput
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
@@ -55,7 +55,8 @@ SCHEMA = {
     "real_time": ("true: fixed-rate loop; false: step as soon as the command for the last frame arrives", None),
     "max_steps": ("commanded steps per episode before a timeout", (1, 100000)),
     "publish_sim_state": ("publish the privileged MuJoCo state on ~/sim_state (for scripted demonstrators)", None),
-    "init_index": ("init state of the next episode; each reset takes the next one (wraps); settable", (0, 10000)),
+    "init_index": ("init index of the next episode, each reset takes the next one: 0-49 LIBERO's standard "
+                   "initial states (wrapping), from 1000 placements sampled from the index; settable", (0, 10**9)),
 }
 
 
@@ -109,7 +110,8 @@ class LiberoBridgeNode(Node):
         if self.episode["active"]:  # reset mid-episode: the attempt ends unsuccessful, and says so
             self.episode["active"] = False
             self.emit("aborted", success=False, goals=self.arm.goals_reached())
-        self.init_index = self.next_init % len(self.arm.init_states(index))
+        n = len(self.arm.init_states(index))
+        self.init_index = self.next_init if self.next_init >= SAMPLED_INITS else self.next_init % n
         self.next_init = self.init_index + 1
         self.obs = self.arm.reset(index, self.init_index)
         self.servo.clear()

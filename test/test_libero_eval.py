@@ -1,0 +1,114 @@
+"""LIBERO closed-loop evaluation: success and wrong goals by LIBERO's predicates, scenes from other tasks'
+initial states, held-out paraphrases from config/libero_tasks.yaml, sampled demonstration placements."""
+import json
+
+import numpy as np
+import pytest
+
+from hypervla_core.libero_env import SAMPLED_INITS, LiberoArm, LiberoConfig
+from hypervla_core.libero_eval import NO_GOAL, episode, jobs_for, libero_tasks
+from hypervla_core.libero_experts import Expert
+from hypervla_core.phrasings import normalize
+from hypervla_core.sim import load_tasks, tasks_file
+
+TABLE = load_tasks(tasks_file("libero_tasks.yaml"))
+
+
+@pytest.fixture(scope="module")
+def arm():
+    a = LiberoArm(LiberoConfig(cameras=("agentview",), image_size=16, max_steps=300))
+    yield a
+    a.close()
+
+
+def expert_of(arm, task):
+    expert = None
+
+    def act(image, obs):
+        nonlocal expert
+        if expert is None:  # made after the reset, from the scene it starts in
+            expert = Expert(arm, task)
+        return expert.act(obs)
+
+    return act
+
+
+def test_success_and_wrong_goal_are_read_off_the_scene(arm):
+    right = episode(arm, "turn_on_the_stove", "turn_on_the_stove", 0, expert_of(arm, "turn_on_the_stove"),
+                    ["agentview"])
+    assert right["success"] and right["reached"] == ["turn_on_the_stove"] and not right["wrong_goal"], right
+    # told to put the bowl on the plate, the arm turns on the stove: not a success, and a wrong goal
+    wrong = episode(arm, "put_the_bowl_on_the_plate", "put_the_bowl_on_the_plate", 0,
+                    expert_of(arm, "turn_on_the_stove"), ["agentview"])
+    assert not wrong["success"] and wrong["wrong_goal"] and "turn_on_the_stove" in wrong["reached"], wrong
+    assert wrong["steps"] == 300  # the episode runs to its end: only the instructed goal ends it
+
+
+def test_sampled_placements_are_repeatable_and_not_the_standard_states(arm):
+    def objects(init):
+        return np.concatenate([v[:3] for v in arm.reset("put_the_bowl_on_the_stove", init).objects.values()])
+
+    sampled = objects(SAMPLED_INITS + 3)
+    np.testing.assert_array_equal(sampled, objects(SAMPLED_INITS + 3))
+    assert np.abs(sampled - objects(SAMPLED_INITS + 4)).max() > 0.005
+    nearest = min(np.abs(sampled - objects(k)).max() for k in range(50))
+    assert nearest > 0.005, nearest
+    with pytest.raises(ValueError, match="out of range"):
+        arm.reset("put_the_bowl_on_the_stove", 50)
+
+
+def test_jobs_start_from_the_other_tasks_states_and_use_held_out_paraphrases():
+    _, tasks = libero_tasks("libero_goal_train", TABLE)
+    everything = TABLE["suites"]["libero_goal"]
+    jobs = jobs_for(tasks, everything, TABLE, 18, "heldout", "others", 0, False)
+    for task in tasks:
+        mine = [j for j in jobs if j[0] == task]
+        assert [j[2] for j in mine] == list(range(18))
+        assert {j[1] for j in mine} == set(everything) - {task}  # every other task's scene, never its own
+        assert {j[3] for j in mine} <= set(TABLE["tasks"][task]["heldout"])
+    own = jobs_for(tasks, everything, TABLE, 3, "train", "own", 0, False)
+    assert all(j[1] == j[0] for j in own)
+
+
+def test_libero_phrasings_file():
+    from libero.libero import benchmark
+
+    suite = benchmark.get_benchmark_dict()["libero_goal"]()
+    language = {suite.get_task(i).name: suite.get_task(i).language for i in range(suite.n_tasks)}
+    assert sorted(TABLE["suites"]["libero_goal"]) == sorted(language)
+    assert set(TABLE["suites"]["libero_goal_train"]) | set(TABLE["suites"]["libero_goal_fewshot"]) == set(language)
+    assert not set(TABLE["suites"]["libero_goal_train"]) & set(TABLE["suites"]["libero_goal_fewshot"])
+    for task, spec in TABLE["tasks"].items():
+        assert spec["train"] == [language[task]]  # what gen-data records and training reads
+        assert len(spec["heldout"]) >= 3
+        assert not {normalize(p) for p in spec["heldout"]} & {normalize(p) for p in spec["train"]}
+    with pytest.raises(ValueError, match="unknown LIBERO task"):
+        libero_tasks("libero_goal:put_the_bowl_in_the_sink", TABLE)
+
+
+def test_eval_command_reports_success_wrong_goals_and_the_confusion_matrix(tmp_path, libero_checkpoint,
+                                                                           tiny_checkpoints, capsys):
+    from hypervla_core.cli import main as cli
+
+    ck = libero_checkpoint
+    tasks = "libero_goal:put_the_bowl_on_the_plate,turn_on_the_stove"
+    assert cli(["eval", str(ck), "--suite", tasks, "--episodes", "2", "--max-steps", "6", "--inits", "others",
+                "--phrasings", "heldout", "--workers", "1", "--out", str(tmp_path / "ev")]) == 0
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert report["inits"] == "others" and report["phrasings"] == "heldout"
+    for task in ("put_the_bowl_on_the_plate", "turn_on_the_stove"):
+        v = report["per_task"][task]
+        assert v["episodes"] == 2 and v["steps"] == [6, 6] and v["successes"] == [False, False]
+        assert all(scene != task and init == k for k, (scene, init) in enumerate(v["scenes"]))
+        assert report["confusion"][task][NO_GOAL] == 2  # six steps of an untrained policy reach nothing
+    assert report["wrong_goal_rate"] == 0.0 and report["policy_step_ms_p50"] > 0
+    assert (tmp_path / "ev" / "turn_on_the_stove.gif").exists()
+
+    # a checkpoint that does not name its cameras (Meta-World's) cannot run on the Panda; 51 episodes is more
+    # initial states than LIBERO has
+    capsys.readouterr()
+    assert cli(["eval", str(tiny_checkpoints["hypervla"]), "--suite", tasks, "--episodes", "1",
+                "--out", str(tmp_path)]) == 2
+    assert "does not record its" in capsys.readouterr().err
+    assert cli(["eval", str(ck), "--suite", tasks, "--episodes", "51", "--out", str(tmp_path)]) == 2
+    assert "must be 1-50" in capsys.readouterr().err
