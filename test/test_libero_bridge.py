@@ -336,16 +336,20 @@ def test_demo_runs_the_libero_scene_with_its_overrides(tmp_path, libero_checkpoi
     demo["libero_bridge"]["ros__parameters"]["max_steps"] = 5
     demo["demo"]["ros__parameters"]["output"] = str(tmp_path / "out")
     (tmp_path / "libero_demo.yaml").write_text(yaml.safe_dump(demo))
-    env = {**os.environ, "HYPERVLA_CONFIG": str(config), "DEMO_SUITE": "libero_goal",
+    env = {**os.environ, "HYPERVLA_CONFIG": str(config), "DEMO_SUITE": "libero_goal", "DEMO_EPISODES": "2",
            "DEMO_TASKS": "turn_on_the_stove,put_the_bowl_on_the_plate"}
     run = subprocess.run([sys.executable, "-m", "hypervla_ros.demo"], env=env, cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["suite"] == "libero_goal" and summary["checkpoint"] == str(libero_checkpoint)
-    assert [e["task"] for e in summary["episodes"]] == ["turn_on_the_stove", "put_the_bowl_on_the_plate"]
+    # episode k of each task from LIBERO's standard initial state k, as `hypervla eval` runs them
+    assert [(e["task"], e["init_index"]) for e in summary["episodes"]] == [
+        ("turn_on_the_stove", 0), ("turn_on_the_stove", 1), ("put_the_bowl_on_the_plate", 0),
+        ("put_the_bowl_on_the_plate", 1)]
     for e in summary["episodes"]:
         assert e["completed"] and e["steps"] == 5 and e["goals_reached"] == []  # 5 steps of an untrained policy
+        assert not e["wrong_goal"]
         assert e["instruction"] in yaml.safe_load((ROOT / "config" / "libero_tasks.yaml").read_text())["tasks"][
             e["task"]]["train"]
-    assert summary["control_loop_latency_ms"]["p50"] > 0
+    assert summary["control_loop_latency_ms"]["p50"] > 0 and summary["wrong_goal_rate"] == 0.0

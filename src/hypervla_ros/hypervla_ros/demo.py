@@ -21,6 +21,8 @@ import numpy as np
 import rclpy
 import yaml
 from hypervla_core.sim import load_tasks, tasks_file
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import String
@@ -44,9 +46,10 @@ def pct(values, q):
 
 
 class DemoOperator(Node):
-    def __init__(self, events_topic: str):
+    def __init__(self, bridge: str):
         super().__init__("demo")
         self.p = declare(self, SCHEMA, node_defaults("demo"))
+        self.bridge_params = self.create_client(SetParameters, f"/{bridge}/set_parameters")
         self.instruction_pub = self.create_publisher(String, "/hypervla/instruction", LATCHED)
         self.events: list[dict] = []
         self.status: ControllerStatus | None = None
@@ -54,7 +57,7 @@ class DemoOperator(Node):
         self.reset_at: float | None = None
         self._old_policy = None
         self._lock = threading.Lock()
-        self.create_subscription(String, events_topic, self.on_event, LATCHED)
+        self.create_subscription(String, f"/{bridge}/events", self.on_event, LATCHED)
         self.create_subscription(ControllerStatus, "/hypervla/status", self.on_status, 10)
         self.create_subscription(EndEffectorAction, "/hypervla/action", self.on_action, 10)
 
@@ -71,6 +74,17 @@ class DemoOperator(Node):
     def on_action(self, msg):
         if self.first_new_action is None and self._old_policy is not None and msg.policy_id != self._old_policy:
             self.first_new_action = time.monotonic()
+
+    def set_init(self, init: int, timeout: float = 10.0) -> None:
+        """The LIBERO bridge's next initial state: episode k of every task from LIBERO's standard state k, the
+        same episodes `hypervla eval` runs in process."""
+        value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=init)
+        if not self.bridge_params.wait_for_service(timeout):
+            raise RuntimeError("the LIBERO bridge's parameter service is not up: see log/demo/libero_bridge.log")
+        future = self.bridge_params.call_async(
+            SetParameters.Request(parameters=[Parameter(name="init_index", value=value)]))
+        if not wait(future.done, timeout) or not future.result().results[0].successful:
+            raise RuntimeError(f"the LIBERO bridge did not take init_index {init}")
 
     def start_episode(self, instruction: str, old_policy: str) -> float:
         self.first_new_action, self._old_policy, self.reset_at = None, old_policy, None
@@ -120,10 +134,13 @@ def run(config: str | None) -> dict:
         raise SystemExit(f"demo: DEMO_SUITE must be mt10 or libero_goal, got {suite!r}")
     libero = suite == "libero_goal"
     if libero:
-        merged = libero_config(config_path(), pathlib.Path(node_defaults("demo")["output"]))
+        try:
+            merged = libero_config(config_path(), pathlib.Path(node_defaults("demo")["output"]))
+        except FileNotFoundError as exc:  # the checkpoint or a key file
+            raise SystemExit(f"demo: {exc}") from None
         os.environ["HYPERVLA_CONFIG"] = str(merged.resolve())
     rclpy.init()
-    op = DemoOperator("/libero_bridge/events" if libero else "/sim_bridge/events")
+    op = DemoOperator("libero_bridge" if libero else "sim_bridge")
     executor = SingleThreadedExecutor()
     executor.add_node(op)
     spin = threading.Thread(target=executor.spin, daemon=True)
@@ -146,6 +163,8 @@ def run(config: str | None) -> dict:
             for k in range(episodes):
                 text = phrasings[task]["train"][k % len(phrasings[task]["train"])]
                 old = op.status.policy_id if op.status else ""
+                if libero:
+                    op.set_init(k)
                 op.start_episode(text, old or "<none>")
                 ok = wait(lambda: op.episode_end() is not None, p["episode_timeout_s"])
                 end = op.episode_end() or {"event": "timeout", "steps": None}
@@ -155,7 +174,10 @@ def run(config: str | None) -> dict:
                 row = {"task": task, "instruction": text, "success": bool(end.get("success", False)),
                        "steps": end.get("steps"), "duration_s": end.get("duration_s"),
                        "e2e_ms_p50": end.get("e2e_ms_p50"), "e2e_ms_p99": end.get("e2e_ms_p99"),
-                       "completed": ok, "goals_reached": end.get("goals")}  # LIBERO: every goal that holds
+                       "completed": ok}
+                if libero:  # every goal of the suite that holds at the end: another task's is a wrong goal
+                    row.update(init_index=end.get("init_index"), goals_reached=end.get("goals"),
+                               wrong_goal=any(g != task for g in end.get("goals") or ()))
                 results.append(row)
                 print(f"  {task:45s} ep {k}  {'SUCCESS' if row['success'] else 'fail   '}  steps {row['steps']}")
         st = op.status
@@ -174,6 +196,7 @@ def run(config: str | None) -> dict:
         "camera_to_action_ms": {"p50": pct(e2e50, 50), "p99": round(max(e2e99), 3) if e2e99 else None},
         "policy_switch_ms": {"p50": pct(switch_ms, 50), "p99": pct(switch_ms, 99)},
         "deadline_misses": int(st.deadline_misses), "loop_rate_hz": round(st.loop_rate_hz, 2),
+        **({"wrong_goal_rate": sum(r["wrong_goal"] for r in results) / max(1, len(results))} if libero else {}),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     out = pathlib.Path(p["output"])
@@ -183,7 +206,8 @@ def run(config: str | None) -> dict:
     print(f"{'task':45s} success")
     for t, v in summary["per_task"].items():
         print(f"{t:45s} {v:.2f}")
-    print(f"overall success {summary['success_rate']:.2f} over {len(results)} episodes")
+    print(f"overall success {summary['success_rate']:.2f} over {len(results)} episodes" +
+          (f", wrong goal {summary['wrong_goal_rate']:.2f}" if libero else ""))
     print(f"control loop (camera stamp -> action publish) p50 {summary['control_loop_latency_ms']['p50']} ms, "
           f"p99 {summary['control_loop_latency_ms']['p99']} ms; deadline misses {summary['deadline_misses']}")
     print(f"camera -> action end to end p50 {summary['camera_to_action_ms']['p50']} ms, "
