@@ -32,6 +32,15 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def task_figures(rs: list[dict]) -> dict:
+    """One task's episodes -> success rate, 95 % Wilson interval, per-episode success and steps (to success,
+    or the episode length on failure)."""
+    n_ok = sum(r["success"] for r in rs)
+    lo, hi = wilson(n_ok, len(rs))
+    return {"success_rate": n_ok / len(rs), "ci95": [round(lo, 3), round(hi, 3)], "episodes": len(rs),
+            "successes": [bool(r["success"]) for r in rs], "steps": [int(r["steps"]) for r in rs]}
+
+
 def _init(checkpoint: str, threads: int) -> None:
     import torch
 
@@ -105,11 +114,7 @@ def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int =
     per_task = {}
     for task in tasks:
         rs = [r for r in results if r["task"] == task]
-        n_ok = sum(r["success"] for r in rs)
-        lo, hi = wilson(n_ok, len(rs))
-        per_task[task] = {"success_rate": n_ok / len(rs), "ci95": [round(lo, 3), round(hi, 3)], "episodes": len(rs),
-                          "successes": [bool(r["success"]) for r in rs],
-                          "steps": [int(r["steps"]) for r in rs]}  # to success, or max_steps on failure
+        per_task[task] = task_figures(rs)
         frames = next((r["frames"] for r in rs if r["frames"]), None)
         if frames:
             import imageio.v2 as imageio

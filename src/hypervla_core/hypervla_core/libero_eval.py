@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .evaluate import wilson
+from .evaluate import task_figures, wilson
 from .sim import load_tasks, tasks_file
 
 _WORKER: dict = {}
@@ -52,7 +52,7 @@ def _pool_init(*args) -> None:
     _init(*args)
 
 
-def _init(checkpoint: str, benchmark: str, threads: int, max_steps: int) -> None:
+def _init(checkpoint: str, cameras: tuple[str, ...], benchmark: str, threads: int, max_steps: int) -> None:
     import torch
 
     from .libero_env import LiberoArm, LiberoConfig
@@ -61,7 +61,6 @@ def _init(checkpoint: str, benchmark: str, threads: int, max_steps: int) -> None
     torch.set_num_threads(threads)
     _WORKER["gen"] = Generator.load(checkpoint)
     _WORKER["rt"] = rt = Runtime.load(checkpoint)
-    cameras = tuple(ckpt.load(checkpoint, prefixes=()).meta.get("extra", {}).get("cameras") or ())
     _WORKER["cameras"] = cameras
     _WORKER["arm"] = LiberoArm(LiberoConfig(suite=benchmark, cameras=cameras, image_size=rt.model.cfg.image_size,
                                             max_steps=max_steps))
@@ -146,7 +145,7 @@ def evaluate_libero(checkpoint: str, out_dir: str, suite: str = "libero_goal_tra
     jobs = jobs_for(tasks, list(table["suites"].get(benchmark, tasks)), table, episodes, phrasings, inits, seed, gifs)
     start = time.time()
     threads = threads or max(1, 2 // workers)
-    args = (checkpoint, benchmark, threads, max_steps)
+    args = (checkpoint, tuple(cameras), benchmark, threads, max_steps)
     if workers > 1:
         with mp.get_context("spawn").Pool(workers, initializer=_pool_init, initargs=args) as pool:
             results = list(tqdm(pool.imap(run_episode, jobs, chunksize=1), total=len(jobs), desc="episodes", unit="ep"))
@@ -179,11 +178,7 @@ def summarize(results: list[dict], tasks: list[str], checkpoint: str, suite: str
     goals = sorted({g for r in results for g in r["reached"]})
     for task in tasks:
         rs = [r for r in results if r["task"] == task]
-        n_ok = sum(r["success"] for r in rs)
-        lo, hi = wilson(n_ok, len(rs))
-        per_task[task] = {"success_rate": n_ok / len(rs), "ci95": [round(lo, 3), round(hi, 3)], "episodes": len(rs),
-                          "wrong_goal": sum(r["wrong_goal"] for r in rs),
-                          "successes": [bool(r["success"]) for r in rs], "steps": [int(r["steps"]) for r in rs],
+        per_task[task] = {**task_figures(rs), "wrong_goal": sum(r["wrong_goal"] for r in rs),
                           "scenes": [[r["scene_task"], r["init_index"]] for r in rs]}
         # instruction x achieved goal: episodes in which each goal came to hold (an episode can reach several)
         row = {g: sum(g in r["reached"] for r in rs) for g in goals}
