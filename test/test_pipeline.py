@@ -16,7 +16,7 @@ from hypervla_core import checkpoint as ckpt
 from hypervla_core.cli import main as cli
 from hypervla_core.data import DemoDataset, index_files
 from hypervla_core.evaluate import evaluate
-from hypervla_core.sim import camera_views, load_tasks
+from hypervla_core.sim import camera_views, load_tasks, tasks_file
 
 TINY_TRAIN = """
 model: {hn_layers: 1, base_layers: 1, mono_layers: 1, mono_dim: 64, mono_mlp: 128}
@@ -389,6 +389,21 @@ def test_finetune_rehearses_the_checkpoints_own_demonstrations(demos, tmp_path, 
     assert cli(["finetune", str(ck), "--data", str(new), "--out", str(ft), "--config", str(cfg), "--steps", "2",
                 "--rehearsal", "0.5"]) == 0
     assert ckpt.load(ft).meta["extra"]["data"] == sorted([str(old), str(new)])  # a later fine-tune keeps both
+
+    # The old tasks are rehearsed in the words they were trained with: the checkpoint's phrasings file and its
+    # rule-made phrasings, which the fine-tune recipe does not set.
+    words = tmp_path / "words.yaml"
+    shutil.copy(tasks_file(), words)
+    worded = tmp_path / "worded.yaml"
+    worded.write_text(TINY_TRAIN.replace("threads: 1}", "threads: 1, template_phrasings: 7}"))
+    ck7 = tmp_path / "ck7"
+    assert cli(["train", "--data", str(old), "--out", str(ck7), "--config", str(worded), "--steps", "1",
+                "--tasks-file", str(words)]) == 0
+    ft7 = tmp_path / "ft7"
+    assert cli(["finetune", str(ck7), "--data", str(new), "--out", str(ft7), "--config", str(cfg), "--steps", "1",
+                "--rehearsal", "0.5"]) == 0
+    extra = ckpt.load(ft7).meta["extra"]
+    assert extra["tasks_file"] == str(words) and extra["train_config"]["template_phrasings"] == 7
 
     trainer = Trainer(ckpt.load(ck).cfg, TrainConfig(batch_size=16, rehearsal=0.25, threads=1), [str(new)],
                       str(tmp_path / "t"), init_from=str(ck), rehearse_paths=[str(old)])

@@ -54,12 +54,16 @@ def cmd_gen_data(args) -> int:
     return 0
 
 
-def _configs(args):
+def _raw(args) -> dict:
     import yaml
 
+    return (yaml.safe_load(open(args.config)) or {}) if args.config else {}
+
+
+def _configs(args):
     from .config import ModelConfig, TrainConfig
 
-    raw = yaml.safe_load(open(args.config)) if args.config else {}
+    raw = _raw(args)
     model = ModelConfig.from_dict(raw.get("model", {}))
     train = TrainConfig.from_dict(raw.get("train", {}))
     if getattr(args, "model_type", None):
@@ -100,11 +104,17 @@ def cmd_finetune(args) -> int:
     _, train_cfg = _configs(args)
     if args.rehearsal is not None:
         train_cfg.rehearsal = args.rehearsal
+    # The old tasks are rehearsed in the words they were trained with: the checkpoint's phrasings file and its
+    # number of rule-made phrasings, unless the fine-tune recipe or the command line says otherwise.
+    extra = loaded.meta.get("extra", {})
+    tasks_file = args.tasks_file or extra.get("tasks_file")
+    if "template_phrasings" not in (_raw(args).get("train") or {}):
+        train_cfg.template_phrasings = extra.get("train_config", {}).get("template_phrasings", 0)
     old = []
     if train_cfg.rehearsal:
         # Without the old tasks' demonstrations in the batches, fine-tuning overwrites them (MT10 fell from
         # 29/30 to 14 - 18/30 per added task): the default is to rehearse what the checkpoint learnt from.
-        old = args.rehearse or loaded.meta.get("extra", {}).get("data") or []
+        old = args.rehearse or extra.get("data") or []
         missing = [p for p in old if not pathlib.Path(p).exists()]
         if not old or missing:
             said = f"its training data {missing} is not here" if missing else "it does not record its training data"
@@ -113,7 +123,7 @@ def cmd_finetune(args) -> int:
                              f"data/mt10-v14, made by `hypervla gen-data --out data/mt10-v14 --suite mt10 "
                              f"--episodes 50`), or --rehearsal 0 to adapt without (the old tasks will degrade)")
     trainer = Trainer(loaded.cfg, train_cfg, args.data, args.out, init_from=args.checkpoint,
-                      tasks_file=args.tasks_file, rehearse_paths=old)
+                      tasks_file=tasks_file, rehearse_paths=old)
     print(json.dumps(trainer.train(), indent=2))
     return 0
 

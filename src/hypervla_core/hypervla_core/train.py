@@ -72,6 +72,7 @@ class Trainer:
         self.mcfg, self.tcfg = model_cfg, train_cfg
         self.out = pathlib.Path(out_dir)
         self.data_paths = [str(p) for p in data_paths]
+        self.tasks_file = str(tasks_file) if tasks_file else None
         self.rehearse_paths = [str(p) for p in rehearse_paths or []] if train_cfg.rehearsal else []
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         if self.distributed and not dist.is_initialized():
@@ -220,7 +221,8 @@ class Trainer:
         extra = {"train_config": self.tcfg.__dict__, "step": self.step, "history": self.history[-200:],
                  "camera": self.data.camera, "cameras": self.data.cameras,
                  # what a later fine-tune rehearses: these and any it rehearsed itself
-                 "data": sorted({*self.data_paths, *self.rehearse_paths})}
+                 "data": sorted({*self.data_paths, *self.rehearse_paths}),
+                 "tasks_file": self.tasks_file}  # the phrasings it learnt, which a fine-tune keeps using
         if wall_time_s is not None:
             extra["wall_time_s"] = round(wall_time_s, 1)
         model_id = ckpt.save(self.out, self.mcfg, self.language.dim, self.ema, self.stats, extra)
