@@ -21,7 +21,6 @@ import numpy as np
 import rclpy
 import yaml
 from hypervla_core.sim import load_tasks, tasks_file
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -30,7 +29,7 @@ from std_msgs.msg import String
 from hypervla_msgs.msg import ControllerStatus, EndEffectorAction
 
 from .bringup import Stack
-from .node_config import LATCHED, config_path, declare, node_defaults, resolve_path
+from .node_config import LATCHED, config_path, declare, init_index_request, node_defaults, resolve_path
 
 SCHEMA = {
     "suite": ("mt10 (Meta-World, sim_bridge) or libero_goal (the Panda, libero_bridge); DEMO_SUITE overrides", None),
@@ -78,11 +77,9 @@ class DemoOperator(Node):
     def set_init(self, init: int, timeout: float = 10.0) -> None:
         """The LIBERO bridge's next initial state: episode k of every task from LIBERO's standard state k, the
         same episodes `hypervla eval` runs in process."""
-        value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=init)
         if not self.bridge_params.wait_for_service(timeout):
             raise RuntimeError("the LIBERO bridge's parameter service is not up: see log/demo/libero_bridge.log")
-        future = self.bridge_params.call_async(
-            SetParameters.Request(parameters=[Parameter(name="init_index", value=value)]))
+        future = self.bridge_params.call_async(init_index_request(init))
         if not wait(future.done, timeout) or not future.result().results[0].successful:
             raise RuntimeError(f"the LIBERO bridge did not take init_index {init}")
 

@@ -13,7 +13,6 @@ import json
 import numpy as np
 from hypervla_core.libero_env import LiberoArm, LiberoConfig
 from hypervla_core.libero_experts import PLANS, Expert
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.node import Node
 from std_msgs.msg import String
@@ -21,7 +20,7 @@ from std_srvs.srv import Trigger
 
 from hypervla_msgs.msg import EndEffectorAction
 
-from .node_config import LATCHED, declare, node_defaults
+from .node_config import LATCHED, declare, init_index_request, node_defaults
 from .node_runtime import run
 from .policy_msgs import action_msg
 
@@ -75,8 +74,7 @@ class DemonstratorNode(Node):
             return
         task, init = self.queue.pop(0)
         self.attempt = {"task": task, "init_index": init, "started": False}
-        value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=init)
-        future = self.params.call_async(SetParameters.Request(parameters=[Parameter(name="init_index", value=value)]))
+        future = self.params.call_async(init_index_request(init))
         future.add_done_callback(lambda _f, t=task: self.instruction_pub.publish(
             String(data=self.shadow.tasks[self.shadow.task_index_of(t)].language)))
 

@@ -11,7 +11,8 @@ from collections import deque
 
 import numpy as np
 import yaml
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, Parameter, ParameterDescriptor, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 # Instruction, e-stop and episode events: the last message reaches subscribers that join later.
@@ -107,3 +108,9 @@ class Window:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+
+def init_index_request(index: int) -> SetParameters.Request:
+    """A LIBERO bridge's next initial state (its `init_index` parameter), as the demo and the demonstrator set it."""
+    value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=int(index))
+    return SetParameters.Request(parameters=[Parameter(name="init_index", value=value)])
