@@ -276,9 +276,11 @@ def test_demonstrator_bag_dataset_train_and_run_on_the_arm(ros, tmp_path):
             assert all(d[f"obs/{c}_rgb"].shape == (n, 32, 32, 3) for c in CAMERAS)
             assert d.attrs["init_index"] == SAMPLED_INITS + k  # sampled placements: never evaluation's states
         actions = f["data/demo_0/actions"][:]
-    # the recorded actions are the ones the demonstrator sent, rotation included
-    mine = [sent[s] for s in sorted(sent)][: len(actions)]
-    np.testing.assert_allclose(actions[:, 3:6], [[m.rotation.x, m.rotation.y, m.rotation.z] for m in mine], atol=1e-7)
+    # the recorded actions are ones the demonstrator sent, rotation included (matched by value: on a busy
+    # machine this probe may miss a message the bridge got, which would shift a match by position)
+    mine = np.array([[m.rotation.x, m.rotation.y, m.rotation.z] for m in sent.values()])
+    gap = np.abs(actions[:, None, 3:6] - mine[None]).max(axis=2).min(axis=1)
+    assert gap.max() < 1e-7 and np.abs(actions[:, 3:6]).max() > 1e-3, gap.max()
     assert np.abs(actions[:, :3]).max() > 0.01 and set(np.unique(actions[:, 6])) == {0.0, 1.0}
 
     # The same episodes made directly, without ROS (physics first, then one rendering replay): identical.
