@@ -45,9 +45,10 @@ class Probe(Node):
         self.instruction = self.create_publisher(String, "/hypervla/instruction", LATCHED)
         self.estop = self.create_publisher(Bool, "/hypervla/estop", LATCHED)
         self.actions: list[tuple[float, EndEffectorAction]] = []
+        self.written: list[tuple[int, EndEffectorAction]] = []  # by the sender's DDS source timestamp (wall ns)
         self.statuses: list[ControllerStatus] = []
         self.diagnostics: list[DiagnosticArray] = []
-        self.create_subscription(EndEffectorAction, "/hypervla/action", lambda m: self.actions.append((time.monotonic(), m)), 100)
+        self.create_subscription(EndEffectorAction, "/hypervla/action", self._on_action, 100)
         self.create_subscription(ControllerStatus, "/hypervla/status", self.statuses.append, 100)
         self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 100)
         self.reset_estop = self.create_client(Trigger, "/policy_controller/reset_estop")
@@ -80,8 +81,17 @@ class Probe(Node):
     def latest_status(self) -> ControllerStatus | None:
         return self.statuses[-1] if self.statuses else None
 
+    def _on_action(self, msg: EndEffectorAction, info) -> None:
+        self.actions.append((time.monotonic(), msg))
+        self.written.append((info["source_timestamp"], msg))
+
     def actions_since(self, t: float) -> list[EndEffectorAction]:
         return [m for (ts, m) in list(self.actions) if ts >= t]
+
+    def actions_written_since(self, wall_ns: int) -> list[EndEffectorAction]:
+        """What the sender wrote at or after `wall_ns`: a sample written just before the sender was stopped
+        (SIGSTOP) can arrive after it resumes; it was not sent then."""
+        return [m for (ts, m) in list(self.written) if ts >= wall_ns]
 
     def call_reset(self, timeout=5.0):
         assert self.reset_estop.wait_for_service(timeout)

@@ -54,16 +54,13 @@ def cmd_gen_data(args) -> int:
     return 0
 
 
-def _raw(args) -> dict:
+def _configs(args):
+    """The recipe YAML's model: and train: sections with the command line's overrides, and the YAML itself."""
     import yaml
 
-    return (yaml.safe_load(open(args.config)) or {}) if args.config else {}
-
-
-def _configs(args):
     from .config import ModelConfig, TrainConfig
 
-    raw = _raw(args)
+    raw = (yaml.safe_load(open(args.config)) or {}) if args.config else {}
     model = ModelConfig.from_dict(raw.get("model", {}))
     train = TrainConfig.from_dict(raw.get("train", {}))
     if getattr(args, "model_type", None):
@@ -71,13 +68,13 @@ def _configs(args):
     for key in ("steps", "batch_size", "seed", "lr", "eval_every", "threads"):
         if getattr(args, key, None) is not None:
             setattr(train, key, getattr(args, key))
-    return model, train
+    return model, train, raw
 
 
 def cmd_train(args) -> int:
     from .train import Trainer
 
-    model_cfg, train_cfg = _configs(args)
+    model_cfg, train_cfg, _ = _configs(args)
     trainer = Trainer(model_cfg, train_cfg, args.data, args.out, tasks_file=args.tasks_file)
     if args.resume and trainer.resume():
         print(f"resumed at step {trainer.step}")
@@ -101,14 +98,14 @@ def cmd_finetune(args) -> int:
     from .train import Trainer
 
     loaded = ckpt.load(args.checkpoint)
-    _, train_cfg = _configs(args)
+    _, train_cfg, raw = _configs(args)
     if args.rehearsal is not None:
         train_cfg.rehearsal = args.rehearsal
     # The old tasks are rehearsed in the words they were trained with: the checkpoint's phrasings file and its
     # number of rule-made phrasings, unless the fine-tune recipe or the command line says otherwise.
     extra = loaded.meta.get("extra", {})
     tasks_file = args.tasks_file or extra.get("tasks_file")
-    if "template_phrasings" not in (_raw(args).get("train") or {}):
+    if "template_phrasings" not in (raw.get("train") or {}):
         train_cfg.template_phrasings = extra.get("train_config", {}).get("template_phrasings", 0)
     old = []
     if train_cfg.rehearsal:
