@@ -25,6 +25,10 @@ class ModelConfig:
     # Language encoder: a transformers encoder from a local folder; "" = MiniLM-L6 shipped on PyPI.
     language_path: str = ""
     max_tokens: int = 32
+    # Read the instruction as one sentence vector (the masked mean of its tokens, unit length, as the encoder
+    # was trained to be used) instead of token by token: a paraphrase moves it little, while a token-by-token
+    # reader keys on words and their positions (#31, docs/results.md).
+    lang_pool: bool = False
     # Hypernetwork (context encoder + one head per generated tensor).
     hn_dim: int = 128
     hn_layers: int = 2

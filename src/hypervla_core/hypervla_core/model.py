@@ -27,6 +27,13 @@ def squash(x: torch.Tensor) -> torch.Tensor:
     return torch.tanh(x / ACTION_SQUASH) * ACTION_SQUASH
 
 
+def sentence_vector(lang_tokens: torch.Tensor, lang_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, D) tokens -> one unit-length mean token (B, 1, D) and its mask (ModelConfig.lang_pool)."""
+    w = lang_mask.unsqueeze(-1).to(lang_tokens.dtype)
+    mean = (lang_tokens * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1.0)
+    return F.normalize(mean, dim=-1), lang_mask.new_ones(lang_mask.shape[0], 1)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Base policy: its parameter spec and a functional forward that takes (generated) weights as arguments.
 
@@ -131,6 +138,8 @@ class HyperNetwork(nn.Module):
 
     def context(self, lang_tokens: torch.Tensor, lang_mask: torch.Tensor,
                 first_feat: torch.Tensor | None) -> torch.Tensor:
+        if self.cfg.lang_pool:
+            lang_tokens, lang_mask = sentence_vector(lang_tokens, lang_mask)
         bsz, t = lang_mask.shape
         toks = [self.lang_proj(lang_tokens) + self.lang_pos[:t]]
         valid = [lang_mask]
@@ -176,6 +185,8 @@ class MonolithicPolicy(nn.Module):
 
     def forward(self, lang_tokens, lang_mask, vis, proprio):
         bsz = vis.shape[0]
+        if self.cfg.lang_pool:
+            lang_tokens, lang_mask = sentence_vector(lang_tokens, lang_mask)
         toks = [self.lang_proj(lang_tokens), self.vis_proj(vis)]
         valid = [lang_mask, lang_mask.new_ones(bsz, vis.shape[1])]
         if self.prop_proj is not None:
