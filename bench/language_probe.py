@@ -1,6 +1,6 @@
 """Which frozen language encoder tells MT10's tasks apart in words it was not trained on?
 
-A cheap screen before a 40-minute training run: fit a linear probe (logistic regression) on the sentence
+A cheap screen before a from-scratch training run (40 - 70 minutes here): fit a linear probe (logistic regression) on the sentence
 embeddings of the training phrasings (`train` plus the rule-made ones, as `hypervla train` makes them), then
 classify the held-out sets. It measures the encoder, not the policy: a task the probe confuses is one the
 hypernetwork must learn to separate from training phrasings alone.
@@ -34,7 +34,7 @@ def embed(enc: LanguageEncoder, sentences: list[str]) -> np.ndarray:
 
 
 def probe(train_x, train_y, test_x, classes: int, steps: int = 300) -> np.ndarray:
-    """Multinomial logistic regression by full-batch gradient descent (a few hundred points, no library needed)."""
+    """Multinomial logistic regression by full-batch gradient descent (a few thousand points, no library needed)."""
     x, y = torch.tensor(train_x), torch.tensor(train_y)
     w = torch.zeros(x.shape[1], classes, requires_grad=True)
     b = torch.zeros(classes, requires_grad=True)
