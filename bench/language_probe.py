@@ -26,9 +26,7 @@ def embed(enc: LanguageEncoder, sentences: list[str]) -> np.ndarray:
     """Unit-length masked mean of the last layer: the sentence vector ModelConfig.lang_pool feeds the model."""
     out = []
     for i in range(0, len(sentences), 128):
-        batch = enc.tokenizer(sentences[i:i + 128], padding=True, truncation=True, max_length=enc.max_tokens,
-                              return_tensors="pt")
-        vec, _ = sentence_vector(enc.model(**batch).last_hidden_state, batch["attention_mask"].bool())
+        vec, _ = sentence_vector(*enc(sentences[i:i + 128]))  # the encoder's own call, as training makes it
         out.append(vec[:, 0].numpy())
     return np.concatenate(out)
 
