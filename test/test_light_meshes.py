@@ -134,3 +134,32 @@ def test_supersampled_frames_are_block_means_and_match_multisampled_ones():
         # the same view anti-aliased two ways: a few grey levels apart, where a shifted or flipped frame is tens
         assert np.abs(frames[2][c].astype(float) - frames[1][c]).mean() < 8
         assert np.abs(frames[2][c].astype(float) - frames[1][c][::-1]).mean() > 20
+
+
+def test_writers_filling_one_cache_at_once_all_succeed(tmp_path):
+    """Evaluation workers start together on a fresh cache and write the same decimated mesh: none may fail,
+    and what stays is one whole file."""
+    import threading
+
+    from hypervla_core.light_meshes import _write_obj
+
+    verts = np.random.default_rng(0).normal(size=(3000, 3))
+    normals, faces = verts / np.linalg.norm(verts, axis=1, keepdims=True), np.arange(3000).reshape(-1, 3)
+    target, barrier, errors = tmp_path / "mesh.obj", threading.Barrier(8), []
+
+    def write():
+        try:
+            for _ in range(10):
+                barrier.wait()
+                _write_obj(target, verts, normals, faces, None)
+        except Exception as exc:  # noqa: BLE001 - any failure of a writer is what this test looks for
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=write) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(target.read_text().splitlines()) == 3000 * 2 + 1000 and [p.name for p in tmp_path.iterdir()] == ["mesh.obj"]

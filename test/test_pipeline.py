@@ -24,6 +24,21 @@ train: {steps: 6, batch_size: 8, warmup_steps: 2, checkpoint_every: 3, threads: 
 """
 
 
+def test_set_overrides_the_recipe_and_refuses_what_it_cannot_place(tmp_path, capsys):
+    from hypervla_core.cli import _configs, build_parser
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAIN)
+    base = ["train", "--data", "d", "--out", "o", "--config", str(cfg), "--set"]
+    model, train, raw = _configs(build_parser().parse_args(base + ["model.lang_pool=true", "train.lr=1e-4",
+                                                                   "train.steps=2"]))
+    assert model.lang_pool is True and model.hn_layers == 1 and train.lr == 1e-4 and train.steps == 2
+    assert train.batch_size == 8 and raw["train"]["steps"] == 2  # the rest of the recipe as the file says
+    for bad, said in (("model.lang_pool", "model.KEY=VALUE"), ("optim.lr=1", "model.KEY=VALUE"),
+                      ("model.bogus=1", "unknown model config keys"), ("train.lr=fast", "takes a number")):
+        assert cli(base + [bad]) == 2 and said in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory):
     out = tmp_path_factory.mktemp("demos")
@@ -394,11 +409,9 @@ def test_finetune_rehearses_the_checkpoints_own_demonstrations(demos, tmp_path, 
     # rule-made phrasings, which the fine-tune recipe does not set.
     words = tmp_path / "words.yaml"
     shutil.copy(tasks_file(), words)
-    worded = tmp_path / "worded.yaml"
-    worded.write_text(TINY_TRAIN.replace("threads: 1}", "threads: 1, template_phrasings: 7}"))
     ck7 = tmp_path / "ck7"
-    assert cli(["train", "--data", str(old), "--out", str(ck7), "--config", str(worded), "--steps", "1",
-                "--tasks-file", str(words)]) == 0
+    assert cli(["train", "--data", str(old), "--out", str(ck7), "--config", str(cfg), "--steps", "1",
+                "--set", "train.template_phrasings=7", "--tasks-file", str(words)]) == 0
     ft7 = tmp_path / "ft7"
     assert cli(["finetune", str(ck7), "--data", str(new), "--out", str(ft7), "--config", str(cfg), "--steps", "1",
                 "--rehearsal", "0.5"]) == 0

@@ -61,6 +61,14 @@ def _configs(args):
     from .config import ModelConfig, TrainConfig
 
     raw = (yaml.safe_load(open(args.config)) or {}) if args.config else {}
+    for item in getattr(args, "set", None) or []:
+        # A recipe variant is its base recipe plus a few keys: `--set model.lang_pool=true`, not a YAML copy.
+        key, eq, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not eq or not dot or section not in ("model", "train") or not name:
+            raise ValueError(f"--set takes model.KEY=VALUE or train.KEY=VALUE, got {item!r}")
+        raw.setdefault(section, {})
+        raw[section] = {**(raw[section] or {}), name: yaml.safe_load(value)}
     model = ModelConfig.from_dict(raw.get("model", {}))
     train = TrainConfig.from_dict(raw.get("train", {}))
     if getattr(args, "model_type", None):
@@ -168,6 +176,7 @@ def cmd_bag_to_dataset(args) -> int:
 
 
 THREADS_HELP = "torch threads (default: the config's; 1 is fastest on a busy 2-core machine)"
+SET_HELP = "override keys of the --config recipe, values read as YAML: model.lang_pool=true train.steps=2000"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-every", type=int)
     p.add_argument("--threads", type=int, help=THREADS_HELP)
+    p.add_argument("--set", nargs="+", metavar="SECTION.KEY=VALUE", help=SET_HELP)
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
     p.add_argument("--tasks-file", default=None)
     p.set_defaults(func=cmd_train)
@@ -227,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "0 = none, the old tasks degrade)")
     p.add_argument("--out", required=True)
     p.add_argument("--config", default="config/finetune.yaml")
+    p.add_argument("--set", nargs="+", metavar="SECTION.KEY=VALUE", help=SET_HELP)
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

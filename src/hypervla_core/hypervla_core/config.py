@@ -105,7 +105,16 @@ class TrainConfig:
 
 
 def _check_keys(cls, d: dict, what: str) -> dict:
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(fields)
     if unknown:
         raise ValueError(f"unknown {what} config keys: {sorted(unknown)}")
-    return dict(d)
+    d = dict(d)
+    for key, value in d.items():
+        # YAML 1.1 reads 1e-4 (no dot) as a string: a float key takes it as the number it says.
+        if isinstance(fields[key].default, float) and isinstance(value, str):
+            try:
+                d[key] = float(value)
+            except ValueError:
+                raise ValueError(f"{what} config key {key} takes a number, got {value!r}") from None
+    return d

@@ -10,7 +10,9 @@ and inertia, only moved to a geom group that is not drawn; the drawn copy has no
 from __future__ import annotations
 
 import hashlib
+import os
 import pathlib
+import tempfile
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -108,9 +110,12 @@ def _write_obj(path: pathlib.Path, verts, normals, faces, uv) -> None:
         lines += [f"vt {u:.6f} {1.0 - v:.6f}" for u, v in uv.reshape(-1, 2)]  # MuJoCo flips v reading an OBJ
         corners = np.arange(1, 3 * len(faces) + 1).reshape(-1, 3)
         lines += ["f " + " ".join(f"{v}/{t}/{v}" for v, t in zip(f, c)) for f, c in zip(faces + 1, corners)]
-    tmp = path.with_suffix(".part")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.rename(path)  # whole or absent: a crash mid-write never leaves a torn mesh in the cache
+    # Whole or absent: a crash mid-write never leaves a torn mesh in the cache. The temporary file is this
+    # writer's own, since evaluation workers fill a fresh cache at the same time (same content, last one wins).
+    fd, tmp = tempfile.mkstemp(suffix=".part", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)
 
 
 def _lightened(file: str, scale: str | None, max_faces: int, cache: pathlib.Path) -> pathlib.Path | None:
