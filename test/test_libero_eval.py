@@ -92,10 +92,13 @@ def test_eval_command_reports_success_wrong_goals_and_the_confusion_matrix(tmp_p
 
     ck = libero_checkpoint
     tasks = "libero_goal:put_the_bowl_on_the_plate,turn_on_the_stove"
+    still = tmp_path / "still.yaml"  # --limits: the controller's filter on every action; no translation allowed
+    still.write_text("policy_controller:\n  ros__parameters:\n    max_translation: 0.0\n")
     assert cli(["eval", str(ck), "--suite", tasks, "--episodes", "2", "--max-steps", "6", "--inits", "others",
-                "--phrasings", "heldout", "--workers", "1", "--out", str(tmp_path / "ev")]) == 0
+                "--phrasings", "heldout", "--workers", "1", "--out", str(tmp_path / "ev"), "--limits", str(still)]) == 0
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert report["inits"] == "others" and report["phrasings"] == "heldout"
+    assert report["limits"]["max_translation"] == 0.0 and report["limited_fraction"] == 1.0
     for task in ("put_the_bowl_on_the_plate", "turn_on_the_stove"):
         v = report["per_task"][task]
         assert v["episodes"] == 2 and v["steps"] == [6, 6] and v["successes"] == [False, False]

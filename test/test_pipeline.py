@@ -129,6 +129,14 @@ def test_train_resume_finetune_eval(request, tmp_path, kind, data):
         with pytest.raises(ValueError, match="camera view"):
             evaluate(str(ft), str(tmp_path / "ev1"), "reach-v3", 1, workers=1, camera="corner")
     assert (ev / "success.png").exists() and (ev / "reach-v3.gif").exists()
+    assert report["limits"] is None
+    # --limits: every action through the controller's filter; no translation allowed changes every step.
+    still = tmp_path / "still.yaml"
+    still.write_text("policy_controller:\n  ros__parameters:\n    max_translation: 0.0\n")
+    assert cli(["eval", str(ft), "--suite", "reach-v3", "--episodes", "1", "--workers", "1", "--max-steps", "5",
+                "--out", str(ev), "--limits", str(still), "--no-gifs"]) == 0
+    report = json.loads((ev / "eval.json").read_text())
+    assert report["limits"]["max_translation"] == 0.0 and report["limited_fraction"] == 1.0
 
 
 def test_torchrun_two_processes_gloo(demos, tmp_path):

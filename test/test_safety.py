@@ -1,5 +1,6 @@
 """Action post-processing: clamps, rate limits, NaN rejection (property-based with hypothesis)."""
 import numpy as np
+import yaml
 import pytest
 from hypervla_core.safety import SafetyFilter, SafetyLimits
 from hypervla_core.task_policy import ChunkEnsembler
@@ -49,3 +50,37 @@ def test_ensembled_action_lies_within_the_predictions(horizon, chunks):
         preds = np.stack([chunks[t - age][age] for age in range(min(t + 1, horizon))])
         assert np.all(out >= preds.min(0) - 1e-4) and np.all(out <= preds.max(0) + 1e-4)
         np.testing.assert_allclose(out, preds.mean(0), rtol=1e-5, atol=1e-5)
+
+
+def test_controller_limits_are_the_configs_with_the_overrides_file_over_them(tmp_path):
+    from hypervla_core.safety import controller_limits
+
+    base = yaml.safe_load(open("config/hypervla.yaml"))["policy_controller"]["ros__parameters"]
+    demo = yaml.safe_load(open("config/libero_demo.yaml"))["policy_controller"]["ros__parameters"]
+    assert controller_limits("config/hypervla.yaml") == SafetyLimits(
+        base["max_translation"], base["max_rotation"], base["max_step_change"])
+    assert controller_limits("config/libero_demo.yaml") == SafetyLimits(
+        demo["max_translation"], demo["max_rotation"], demo["max_step_change"])
+    partial = tmp_path / "p.yaml"
+    partial.write_text("policy_controller:\n  ros__parameters:\n    max_rotation: 0.3\n")
+    assert controller_limits(partial) == SafetyLimits(base["max_translation"], 0.3, base["max_step_change"])
+
+
+def test_limited_policy_commands_what_the_controller_would_and_counts_the_changes():
+    from hypervla_core.safety import LimitedPolicy
+
+    class Policy:  # stands in for a TaskPolicy: only its step() is used
+        def __init__(self, actions):
+            self.actions = iter(actions)
+
+        def step(self, image, proprio=None):
+            return next(self.actions)
+
+    small = np.array([0.001, 0, 0, 0, 0, 0, 0.9], np.float32)
+    big = np.array([0.5, -0.5, 0, 0.3, 0, 0, 0.2], np.float32)
+    p = LimitedPolicy(Policy([small, big, small]), LIMITS)
+    out = [p.step(None) for _ in range(3)]
+    np.testing.assert_allclose(out[0], [0.001, 0, 0, 0, 0, 0, 1.0])  # within the limits: unchanged, grip snapped
+    np.testing.assert_allclose(out[1][:4], [0.006, -0.005, 0, 0.005], atol=1e-7)  # clamped and rate limited
+    np.testing.assert_allclose(out[2][:6], small[:6], atol=1e-7)  # back within one step's change: unchanged
+    assert (p.steps, p.limited) == (3, 1)

@@ -145,16 +145,20 @@ def cmd_fit(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from .safety import controller_limits
+
+    limits = controller_limits(args.limits) if args.limits else None
     if args.suite.startswith("libero"):
         from .libero_eval import evaluate_libero
 
         evaluate_libero(args.checkpoint, args.out, args.suite, args.episodes, args.seed, args.phrasings, args.inits,
-                        args.workers, args.max_steps or 300, args.tasks_file, not args.no_gifs, args.threads)
+                        args.workers, args.max_steps or 300, args.tasks_file, not args.no_gifs, args.threads, limits)
         return 0
     from .evaluate import evaluate
 
     evaluate(args.checkpoint, args.out, args.suite, args.episodes, args.seed, args.phrasings, args.workers,
-             args.max_steps or 200, args.tasks_file, gifs=not args.no_gifs, camera=args.camera, threads=args.threads)
+             args.max_steps or 200, args.tasks_file, gifs=not args.no_gifs, camera=args.camera, threads=args.threads,
+             limits=limits)
     return 0
 
 
@@ -273,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks-file", default=None, help="phrasings file (default config/tasks.yaml, LIBERO "
                    "config/libero_tasks.yaml)")
     p.add_argument("--camera", default=None, help="Meta-World: view to render (default: the tasks file's `camera`)")
+    p.add_argument("--limits", metavar="PARAMS.yaml", help="run each action through the controller's safety "
+                   "filter with this params file's policy_controller limits over config/hypervla.yaml's (e.g. "
+                   "config/libero_demo.yaml): what the robot would do; eval.json says how often it changed one")
     p.add_argument("--no-gifs", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -6,6 +6,7 @@ unseen. Writes eval.json, a bar chart (success per task with 95% Wilson interval
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import math
 import multiprocessing as mp
@@ -41,12 +42,13 @@ def task_figures(rs: list[dict]) -> dict:
             "successes": [bool(r["success"]) for r in rs], "steps": [int(r["steps"]) for r in rs]}
 
 
-def _init(checkpoint: str, threads: int) -> None:
+def _init(checkpoint: str, threads: int, limits=None) -> None:
     import torch
 
     from .runtime import Generator, Runtime
 
     torch.set_num_threads(threads)
+    _WORKER["limits"] = limits
     _WORKER["gen"] = Generator.load(checkpoint)
     _WORKER["rt"] = Runtime.load(checkpoint)
     _WORKER["sims"] = {}
@@ -66,7 +68,7 @@ def run_episode(job) -> dict:
                                    max_steps=max_steps, tasks_file=tasks_file)
     sim = sims[task]
     obs = sim.reset(seed)
-    policy = _WORKER["gen"].generate(instruction, obs.image).bind(_WORKER["rt"])
+    policy = limited(_WORKER["gen"].generate(instruction, obs.image).bind(_WORKER["rt"]), _WORKER["limits"])
     frames, success, step_ms = [], False, []
     while not sim.done:
         if keep_frames:
@@ -79,12 +81,29 @@ def run_episode(job) -> dict:
             frames.append(obs.image)
             break
     return {"task": task, "seed": seed, "instruction": instruction, "success": success, "steps": sim.steps,
-            "policy_step_ms_p50": float(np.median(step_ms)), "frames": frames if keep_frames else None}
+            "limited_steps": getattr(policy, "limited", 0), "policy_step_ms_p50": float(np.median(step_ms)),
+            "frames": frames if keep_frames else None}
+
+
+def limited(policy, limits):
+    """The policy as the controller runs it (behind its SafetyFilter) when eval was given --limits."""
+    from .safety import LimitedPolicy
+
+    return policy if limits is None else LimitedPolicy(policy, limits)
+
+
+def limit_figures(results: list[dict], limits) -> dict:
+    """What the safety layer did in an eval: the limits, and the share of steps it changed the action."""
+    if limits is None:
+        return {"limits": None}
+    steps = sum(r["steps"] for r in results)
+    return {"limits": dataclasses.asdict(limits),
+            "limited_fraction": round(sum(r["limited_steps"] for r in results) / max(1, steps), 4)}
 
 
 def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int = 50, seed: int = 0,
              phrasings: str = "train", workers: int = 2, max_steps: int = 200, tasks_file=None,
-             gifs: bool = True, camera: str | None = None, threads: int | None = None) -> dict:
+             gifs: bool = True, camera: str | None = None, threads: int | None = None, limits=None) -> dict:
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks = suite_tasks(suite, tasks_file)
@@ -105,10 +124,10 @@ def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int =
     start = time.time()
     threads = threads or max(1, 2 // workers)  # torch threads per worker
     if workers > 1:
-        with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(checkpoint, threads)) as pool:
+        with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(checkpoint, threads, limits)) as pool:
             results = list(tqdm(pool.imap(run_episode, jobs, chunksize=1), total=len(jobs), desc="episodes", unit="ep"))
     else:
-        _init(checkpoint, threads)
+        _init(checkpoint, threads, limits)
         results = [run_episode(j) for j in tqdm(jobs, desc="episodes", unit="ep")]
         _close_sims()
     per_task = {}
@@ -129,7 +148,7 @@ def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int =
         "seed": seed, "mean_success": n_ok / n, "mean_ci95": [round(v, 3) for v in wilson(n_ok, n)],
         "min_task_success": min(v["success_rate"] for v in per_task.values()), "per_task": per_task,
         "policy_step_ms_p50": float(np.median([r["policy_step_ms_p50"] for r in results])),
-        "wall_time_s": round(time.time() - start, 1),
+        **limit_figures(results, limits), "wall_time_s": round(time.time() - start, 1),
     }
     (out / "eval.json").write_text(json.dumps(report, indent=2))
     _bar_chart(report, out / "success.png")

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .evaluate import task_figures, wilson
+from .evaluate import limit_figures, limited, task_figures, wilson
 from .sim import load_tasks, tasks_file
 
 _WORKER: dict = {}
@@ -52,7 +52,8 @@ def _pool_init(*args) -> None:
     _init(*args)
 
 
-def _init(checkpoint: str, cameras: tuple[str, ...], benchmark: str, threads: int, max_steps: int) -> None:
+def _init(checkpoint: str, cameras: tuple[str, ...], benchmark: str, threads: int, max_steps: int,
+          limits=None) -> None:
     import torch
 
     from .libero_env import LiberoArm, LiberoConfig
@@ -62,6 +63,7 @@ def _init(checkpoint: str, cameras: tuple[str, ...], benchmark: str, threads: in
     _WORKER["gen"] = Generator.load(checkpoint)
     _WORKER["rt"] = rt = Runtime.load(checkpoint)
     _WORKER["cameras"] = cameras
+    _WORKER["limits"] = limits
     _WORKER["arm"] = LiberoArm(LiberoConfig(suite=benchmark, cameras=cameras, image_size=rt.model.cfg.image_size,
                                             max_steps=max_steps))
     atexit.register(_close)
@@ -100,14 +102,15 @@ def run_episode(job) -> dict:
     def act(image, obs):
         nonlocal policy
         if policy is None:  # the hypernetwork reads the instruction and the episode's first frame
-            policy = gen.generate(instruction, image).bind(rt)
+            policy = limited(gen.generate(instruction, image).bind(rt), _WORKER["limits"])
         t = time.perf_counter()
         action = policy.step(image, obs.joints)
         step_ms.append((time.perf_counter() - t) * 1000)
         return action
 
     result = episode(_WORKER["arm"], task, scene_task, init, act, _WORKER["cameras"], keep_frames)
-    return {**result, "instruction": instruction, "policy_step_ms_p50": float(np.median(step_ms))}
+    return {**result, "instruction": instruction, "limited_steps": getattr(policy, "limited", 0),
+            "policy_step_ms_p50": float(np.median(step_ms))}
 
 
 def jobs_for(tasks: list[str], all_tasks: list[str], table: dict, episodes: int, phrasings: str, inits: str,
@@ -125,7 +128,8 @@ def jobs_for(tasks: list[str], all_tasks: list[str], table: dict, episodes: int,
 
 def evaluate_libero(checkpoint: str, out_dir: str, suite: str = "libero_goal_train", episodes: int = 50,
                     seed: int = 0, phrasings: str = "train", inits: str = "own", workers: int = 2,
-                    max_steps: int = 300, tasks_file_path=None, gifs: bool = True, threads: int | None = None) -> dict:
+                    max_steps: int = 300, tasks_file_path=None, gifs: bool = True, threads: int | None = None,
+                    limits=None) -> dict:
     if inits not in ("own", "others"):
         raise ValueError(f"inits must be 'own' or 'others', got {inits!r}")
     table = load_tasks(tasks_file_path or tasks_file("libero_tasks.yaml"))
@@ -145,7 +149,7 @@ def evaluate_libero(checkpoint: str, out_dir: str, suite: str = "libero_goal_tra
     jobs = jobs_for(tasks, list(table["suites"].get(benchmark, tasks)), table, episodes, phrasings, inits, seed, gifs)
     start = time.time()
     threads = threads or max(1, 2 // workers)
-    args = (checkpoint, tuple(cameras), benchmark, threads, max_steps)
+    args = (checkpoint, tuple(cameras), benchmark, threads, max_steps, limits)
     if workers > 1:
         with mp.get_context("spawn").Pool(workers, initializer=_pool_init, initargs=args) as pool:
             results = list(tqdm(pool.imap(run_episode, jobs, chunksize=1), total=len(jobs), desc="episodes", unit="ep"))
@@ -156,6 +160,7 @@ def evaluate_libero(checkpoint: str, out_dir: str, suite: str = "libero_goal_tra
         finally:
             _close()
     report = summarize(results, tasks, checkpoint, suite, phrasings, inits, episodes, seed)
+    report.update(limit_figures(results, limits))
     report["wall_time_s"] = round(time.time() - start, 1)
     (out / "eval.json").write_text(json.dumps(report, indent=2))
     for task in tasks:

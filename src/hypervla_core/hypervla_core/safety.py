@@ -16,6 +16,42 @@ class SafetyLimits:
         return np.array([self.max_translation] * 3 + [self.max_rotation] * 3, np.float32)
 
 
+LIMIT_KEYS = ("max_translation", "max_rotation", "max_step_change")
+
+
+def controller_limits(params_file) -> SafetyLimits:
+    """The limits the robot runs under: config/hypervla.yaml's policy_controller parameters with `params_file`'s
+    over them (a whole params file, or an overrides file such as config/libero_demo.yaml)."""
+    import yaml
+
+    from .sim import tasks_file
+
+    values = {}
+    for path in (tasks_file("hypervla.yaml"), params_file):
+        section = (yaml.safe_load(open(path)) or {}).get("policy_controller", {}).get("ros__parameters", {})
+        values.update({k: float(section[k]) for k in LIMIT_KEYS if k in section})
+    missing = [k for k in LIMIT_KEYS if k not in values]
+    if missing:
+        raise ValueError(f"{params_file}: no policy_controller {missing} here or in config/hypervla.yaml")
+    return SafetyLimits(**values)
+
+
+class LimitedPolicy:
+    """A task policy behind the controller's SafetyFilter, as `hypervla eval --limits` runs it: in process, the
+    actions the robot would get. Counts the steps the filter changed (limited / steps)."""
+
+    def __init__(self, policy, limits: SafetyLimits):
+        self.policy, self.filter = policy, SafetyFilter(limits)
+        self.steps = self.limited = 0
+
+    def step(self, image, proprio=None) -> np.ndarray:
+        raw = self.policy.step(image, proprio)
+        action = self.filter(raw)  # the limits never change mid-episode here, so never None
+        self.steps += 1
+        self.limited += bool(np.abs(action[:6] - raw[:6]).max() > 1e-6)
+        return action
+
+
 class SafetyFilter:
     """Clamp each dimension, limit the change from the previous command, snap the gripper to {0, 1}.
 
