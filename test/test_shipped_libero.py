@@ -29,6 +29,7 @@ def test_matches_the_bridge_and_the_demo_config():
     params = yaml.safe_load((ROOT / "config" / "libero_demo.yaml").read_text())
     controller = params["policy_controller"]["ros__parameters"]
     assert controller["camera_topics"] == [f"cameras/{c}/image_raw" for c in CAMERAS]
+    assert controller["switch_grace_s"] == 0  # each demo episode is a fresh start, run by its own policy only
     for node in ("policy_generator", "policy_controller"):
         assert (ROOT / params[node]["ros__parameters"]["checkpoint"]).resolve() == SHIPPED
 
