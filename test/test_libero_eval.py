@@ -95,7 +95,8 @@ def test_eval_command_reports_success_wrong_goals_and_the_confusion_matrix(tmp_p
     still = tmp_path / "still.yaml"  # --limits: the controller's filter on every action; no translation allowed
     still.write_text("policy_controller:\n  ros__parameters:\n    max_translation: 0.0\n")
     assert cli(["eval", str(ck), "--suite", tasks, "--episodes", "2", "--max-steps", "6", "--inits", "others",
-                "--phrasings", "heldout", "--workers", "1", "--out", str(tmp_path / "ev"), "--limits", str(still)]) == 0
+                "--phrasings", "heldout", "--workers", "1", "--out", str(tmp_path / "ev"),
+                "--limits", str(still)]) == 0
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert report["inits"] == "others" and report["phrasings"] == "heldout"
     assert report["limits"]["max_translation"] == 0.0 and report["limited_fraction"] == 1.0

@@ -162,4 +162,5 @@ def test_writers_filling_one_cache_at_once_all_succeed(tmp_path):
     for t in threads:
         t.join()
     assert not errors
-    assert len(target.read_text().splitlines()) == 3000 * 2 + 1000 and [p.name for p in tmp_path.iterdir()] == ["mesh.obj"]
+    assert len(target.read_text().splitlines()) == 3000 * 2 + 1000  # vertices, normals, faces: whole
+    assert [p.name for p in tmp_path.iterdir()] == ["mesh.obj"]  # no temporary file left behind

@@ -67,8 +67,7 @@ def _configs(args):
         section, dot, name = key.partition(".")
         if not eq or not dot or section not in ("model", "train") or not name:
             raise ValueError(f"--set takes model.KEY=VALUE or train.KEY=VALUE, got {item!r}")
-        raw.setdefault(section, {})
-        raw[section] = {**(raw[section] or {}), name: yaml.safe_load(value)}
+        raw[section] = {**(raw.get(section) or {}), name: yaml.safe_load(value)}
     model = ModelConfig.from_dict(raw.get("model", {}))
     train = TrainConfig.from_dict(raw.get("train", {}))
     if getattr(args, "model_type", None):

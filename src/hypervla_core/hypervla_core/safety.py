@@ -38,16 +38,14 @@ def controller_limits(params_file) -> SafetyLimits:
 
 class LimitedPolicy:
     """A task policy behind the controller's SafetyFilter, as `hypervla eval --limits` runs it: in process, the
-    actions the robot would get. Counts the steps the filter changed (limited / steps)."""
+    actions the robot would get. Counts the steps whose action the filter changed (`limited`)."""
 
     def __init__(self, policy, limits: SafetyLimits):
-        self.policy, self.filter = policy, SafetyFilter(limits)
-        self.steps = self.limited = 0
+        self.policy, self.filter, self.limited = policy, SafetyFilter(limits), 0
 
     def step(self, image, proprio=None) -> np.ndarray:
         raw = self.policy.step(image, proprio)
         action = self.filter(raw)  # the limits never change mid-episode here, so never None
-        self.steps += 1
         self.limited += bool(np.abs(action[:6] - raw[:6]).max() > 1e-6)
         return action
 
