@@ -23,7 +23,7 @@ from hypervla_core.sim import load_tasks
 
 @torch.no_grad()
 def embed(enc: LanguageEncoder, sentences: list[str]) -> np.ndarray:
-    """Unit-length masked mean of the last layer: the sentence vector ModelConfig.lang_pool feeds the model."""
+    """Unit-length masked mean of the last layer: the sentence vector ModelConfig.lang_pool "mean" feeds the model."""
     out = []
     for i in range(0, len(sentences), 128):
         vec, _ = sentence_vector(*enc(sentences[i:i + 128]))  # the encoder's own call, as training makes it

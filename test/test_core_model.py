@@ -196,17 +196,17 @@ def test_keypoint_token_follows_an_object_across_the_image(language):
 
 @pytest.mark.parametrize("model_type", ["hypervla", "monolithic"])
 def test_pooled_language_reads_the_sentence_vector_not_token_order(language, model_type):
-    """lang_pool: the model sees one unit mean token, so reordering the instruction's tokens (same mean) or
-    padding it further changes nothing; the token-by-token reader does see the order."""
+    """lang_pool mean: the model sees one unit mean token, so reordering the instruction's tokens (same mean)
+    changes nothing; reading the tokens (none, or both: tokens and the mean) sees the order."""
     torch.manual_seed(0)
     tokens, mask, images = _inputs(language, ["push the puck to the goal"])
     n = int(mask.sum())
     shuffled = tokens.clone()
     shuffled[0, :n] = tokens[0, torch.randperm(n)]
-    for pool in (True, False):
+    for pool in ("mean", "none", "both"):
         model = VLA(ModelConfig(model_type=model_type, lang_pool=pool), language.dim)
         for p in model.parameters():  # past Bias-HyperInit's zero heads, so the language reaches the output
             p.data.add_(torch.randn_like(p) * 0.05)
         a = model(tokens, mask, images, images)[0]
         b = model(shuffled, mask, images, images)[0]
-        assert torch.allclose(a, b, atol=1e-5) == pool, f"lang_pool={pool}"
+        assert torch.allclose(a, b, atol=1e-5) == (pool == "mean"), f"lang_pool={pool}"

@@ -30,12 +30,13 @@ def test_set_overrides_the_recipe_and_refuses_what_it_cannot_place(tmp_path, cap
     cfg = tmp_path / "train.yaml"
     cfg.write_text(TINY_TRAIN)
     base = ["train", "--data", "d", "--out", "o", "--config", str(cfg), "--set"]
-    model, train, raw = _configs(build_parser().parse_args(base + ["model.lang_pool=true", "train.lr=1e-4",
+    model, train, raw = _configs(build_parser().parse_args(base + ["model.lang_pool=mean", "train.lr=1e-4",
                                                                    "train.steps=2"]))
-    assert model.lang_pool is True and model.hn_layers == 1 and train.lr == 1e-4 and train.steps == 2
+    assert model.lang_pool == "mean" and model.hn_layers == 1 and train.lr == 1e-4 and train.steps == 2
     assert train.batch_size == 8 and raw["train"]["steps"] == 2  # the rest of the recipe as the file says
     for bad, said in (("model.lang_pool", "model.KEY=VALUE"), ("optim.lr=1", "model.KEY=VALUE"),
-                      ("model.bogus=1", "unknown model config keys"), ("train.lr=fast", "takes a number")):
+                      ("model.bogus=1", "unknown model config keys"), ("train.lr=fast", "takes a number"),
+                      ("model.lang_pool=true", "none, mean or both")):
         assert cli(base + [bad]) == 2 and said in capsys.readouterr().err
 
 

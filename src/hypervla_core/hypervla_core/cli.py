@@ -62,7 +62,7 @@ def _configs(args):
 
     raw = (yaml.safe_load(open(args.config)) or {}) if args.config else {}
     for item in getattr(args, "set", None) or []:
-        # A recipe variant is its base recipe plus a few keys: `--set model.lang_pool=true`, not a YAML copy.
+        # A recipe variant is its base recipe plus a few keys: `--set model.lang_pool=mean`, not a YAML copy.
         key, eq, value = item.partition("=")
         section, dot, name = key.partition(".")
         if not eq or not dot or section not in ("model", "train") or not name:
@@ -179,7 +179,7 @@ def cmd_bag_to_dataset(args) -> int:
 
 
 THREADS_HELP = "torch threads (default: the config's; 1 is fastest on a busy 2-core machine)"
-SET_HELP = "override keys of the --config recipe, values read as YAML: model.lang_pool=true train.steps=2000"
+SET_HELP = "override keys of the --config recipe, values read as YAML: model.lang_pool=mean train.steps=2000"
 
 
 def build_parser() -> argparse.ArgumentParser:

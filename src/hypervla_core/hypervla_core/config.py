@@ -25,10 +25,10 @@ class ModelConfig:
     # Language encoder: a transformers encoder from a local folder; "" = MiniLM-L6 shipped on PyPI.
     language_path: str = ""
     max_tokens: int = 32
-    # Read the instruction as one sentence vector (the masked mean of its tokens, unit length, as the encoder
-    # was trained to be used) instead of token by token. MT10: wide paraphrases 5.0 -> 1.0 points lost, but
-    # swapped probe 0.037 -> 0.075, so off in the shipped recipe (docs/results.md, #31).
-    lang_pool: bool = False
+    # How the instruction is read: "none" token by token; "mean" as one sentence vector (the masked mean of its
+    # tokens, unit length, as the encoder was trained to be used); "both" the tokens and that vector. MT10 "mean":
+    # wide paraphrases 5.0 -> 1.0 points lost, but swapped probe 0.037 -> 0.075 (docs/results.md, #31).
+    lang_pool: str = "none"
     # Hypernetwork (context encoder + one head per generated tensor).
     hn_dim: int = 128
     hn_layers: int = 2
@@ -58,6 +58,8 @@ class ModelConfig:
         d = _check_keys(cls, d, "model")
         if "conv_channels" in d:
             d["conv_channels"] = tuple(d["conv_channels"])
+        if d.get("lang_pool", "none") not in ("none", "mean", "both"):
+            raise ValueError(f"model config key lang_pool takes none, mean or both, got {d['lang_pool']!r}")
         return cls(**d)
 
     @classmethod

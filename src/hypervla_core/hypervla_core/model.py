@@ -28,11 +28,21 @@ def squash(x: torch.Tensor) -> torch.Tensor:
 
 
 def sentence_vector(lang_tokens: torch.Tensor, lang_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T, D) tokens -> one unit-length mean token (B, 1, D) and its mask (ModelConfig.lang_pool)."""
+    """(B, T, D) tokens -> one unit-length mean token (B, 1, D) and its mask."""
     w = lang_mask.unsqueeze(-1).to(lang_tokens.dtype)
     mean = (lang_tokens * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1.0)
     return F.normalize(mean, dim=-1), lang_mask.new_ones(lang_mask.shape[0], 1)
 
+
+def language_input(lang_tokens: torch.Tensor, lang_mask: torch.Tensor, pool: str):
+    """What the model reads of the instruction (ModelConfig.lang_pool): its tokens ("none"), their sentence
+    vector alone ("mean"), or the tokens with the sentence vector after them ("both")."""
+    if pool == "none":
+        return lang_tokens, lang_mask
+    vec, one = sentence_vector(lang_tokens, lang_mask)
+    if pool == "mean":
+        return vec, one
+    return torch.cat([lang_tokens, vec], 1), torch.cat([lang_mask, one], 1)
 
 # ----------------------------------------------------------------------------------------------------------
 # Base policy: its parameter spec and a functional forward that takes (generated) weights as arguments.
@@ -117,7 +127,7 @@ class HyperNetwork(nn.Module):
         h = cfg.hn_dim
         self.cfg, self.spec = cfg, spec
         self.lang_proj = nn.Linear(lang_dim, h)
-        self.lang_pos = nn.Parameter(torch.randn(cfg.max_tokens, h) * 0.02)
+        self.lang_pos = nn.Parameter(torch.randn(cfg.max_tokens + (cfg.lang_pool == "both"), h) * 0.02)
         self.img_proj = nn.Linear(vision_dim, h) if cfg.use_first_frame else None
         self.img_pos = nn.Parameter(torch.randn(h) * 0.02) if cfg.use_first_frame else None
         self.layer_token = nn.Parameter(torch.randn(h) * 0.02)
@@ -138,8 +148,7 @@ class HyperNetwork(nn.Module):
 
     def context(self, lang_tokens: torch.Tensor, lang_mask: torch.Tensor,
                 first_feat: torch.Tensor | None) -> torch.Tensor:
-        if self.cfg.lang_pool:
-            lang_tokens, lang_mask = sentence_vector(lang_tokens, lang_mask)
+        lang_tokens, lang_mask = language_input(lang_tokens, lang_mask, self.cfg.lang_pool)
         bsz, t = lang_mask.shape
         toks = [self.lang_proj(lang_tokens) + self.lang_pos[:t]]
         valid = [lang_mask]
@@ -173,7 +182,7 @@ class MonolithicPolicy(nn.Module):
         self.lang_proj = nn.Linear(lang_dim, d)
         self.vis_proj = nn.Linear(vision_dim, d)
         self.prop_proj = nn.Linear(cfg.proprio_dim, d) if cfg.proprio_dim else None
-        n_tokens = cfg.max_tokens + num_patches + (1 if cfg.proprio_dim else 0) + 1
+        n_tokens = cfg.max_tokens + (cfg.lang_pool == "both") + num_patches + (1 if cfg.proprio_dim else 0) + 1
         self.pos = nn.Parameter(torch.randn(n_tokens, d) * 0.02)
         self.act_tok = nn.Parameter(torch.randn(d) * 0.02)
         layer = nn.TransformerEncoderLayer(d, cfg.mono_heads, cfg.mono_mlp, dropout=0.0, activation="gelu",
@@ -185,8 +194,7 @@ class MonolithicPolicy(nn.Module):
 
     def forward(self, lang_tokens, lang_mask, vis, proprio):
         bsz = vis.shape[0]
-        if self.cfg.lang_pool:
-            lang_tokens, lang_mask = sentence_vector(lang_tokens, lang_mask)
+        lang_tokens, lang_mask = language_input(lang_tokens, lang_mask, self.cfg.lang_pool)
         toks = [self.lang_proj(lang_tokens), self.vis_proj(vis)]
         valid = [lang_mask, lang_mask.new_ones(bsz, vis.shape[1])]
         if self.prop_proj is not None:
