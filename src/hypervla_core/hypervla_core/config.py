@@ -50,6 +50,11 @@ class ModelConfig:
     action_horizon: int = 4
     action_dim: int = 7
 
+    def __post_init__(self):
+        # Checked here, not in from_dict, so a config built in code cannot reach the model with another value.
+        if self.lang_pool not in ("none", "mean", "both"):
+            raise ValueError(f"model config key lang_pool takes none, mean or both, got {self.lang_pool!r}")
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
@@ -58,8 +63,6 @@ class ModelConfig:
         d = _check_keys(cls, d, "model")
         if "conv_channels" in d:
             d["conv_channels"] = tuple(d["conv_channels"])
-        if d.get("lang_pool", "none") not in ("none", "mean", "both"):
-            raise ValueError(f"model config key lang_pool takes none, mean or both, got {d['lang_pool']!r}")
         return cls(**d)
 
     @classmethod

@@ -44,6 +44,7 @@ def language_input(lang_tokens: torch.Tensor, lang_mask: torch.Tensor, pool: str
         return vec, one
     return torch.cat([lang_tokens, vec], 1), torch.cat([lang_mask, one], 1)
 
+
 # ----------------------------------------------------------------------------------------------------------
 # Base policy: its parameter spec and a functional forward that takes (generated) weights as arguments.
 
