@@ -47,9 +47,21 @@ def test_templates_expand_and_never_produce_an_evaluation_phrasing():
                  if p not in near and p not in {normalize(t) for t in train}]
         assert made[task][:len(train)] == train and len(made[task]) == len(train) + min(300, len(fresh))
     assert training_phrasings(table, per_task=300, seed=0) == made  # seeded: the same set every time
+    assert {normalize(p) for t in table["tasks"].values() for p in t.get("negated", [])} <= held
     bad = {"tasks": {"a": {"train": ["push it"], "heldout": ["push it"]}}}
     with pytest.raises(ValueError, match="also evaluation phrasings"):
         training_phrasings(bad)
+
+
+def test_every_template_gets_an_equal_share_and_a_small_one_leaves_its_rest_to_the_others():
+    words = {"v": ["push", "slide"], "o": [f"o{i}" for i in range(50)], "n": ["lifting", "raising"]}
+    table = {"words": words, "tasks": {"push": {"train": ["push it"], "templates": [
+        "{v} the {o}", "{v} the {o} without {n} it", "just {v}"]}}}  # 100, 200 and 2 sentences
+    made = training_phrasings(table, per_task=60, seed=0)["push"]
+    assert made[0] == "push it" and len(made) == len(set(made)) == 61
+    assert sum("without" in p for p in made) == 29 and sum(p.startswith("just") for p in made) == 2
+    table["tasks"]["push"]["templates"].append("{v} the {o}")  # a duplicate template adds nothing twice
+    assert len(set(training_phrasings(table, per_task=60, seed=0)["push"])) == 61
 
 
 def test_trainer_sees_template_phrasings_but_no_evaluation_phrasing(tmp_path):
