@@ -80,3 +80,12 @@ def test_trainer_sees_template_phrasings_but_no_evaluation_phrasing(tmp_path):
     spec = load_tasks()["tasks"]["window-open-v3"]
     assert {normalize(p) for p in spec["train"]} <= pool and len(pool) > len(spec["train"]) + 30
     assert not pool & evaluation_phrasings(load_tasks()["tasks"])
+
+
+def test_eval_names_the_tasks_that_lack_the_asked_phrasings(tmp_path):
+    from pathlib import Path
+
+    from hypervla_core.evaluate import evaluate
+    shipped = Path(__file__).resolve().parents[1] / "models" / "hypervla-mt10"
+    with pytest.raises(ValueError, match=r"no 'negated' phrasings for \['reach-v3', 'door-open-v3'"):
+        evaluate(str(shipped), str(tmp_path), suite="reach-v3,push-v3,door-open-v3", phrasings="negated", workers=1)

@@ -114,6 +114,10 @@ def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int =
     if len(camera_views(camera, table)) != loaded.cfg.views:
         raise ValueError(f"{checkpoint} takes {loaded.cfg.views} camera view(s) per frame; camera {camera!r} "
                          f"renders {len(camera_views(camera, table))} (pick one with --camera)")
+    missing = [t for t in tasks if phrasings not in table["tasks"][t]]
+    if missing:
+        raise ValueError(f"no {phrasings!r} phrasings for {missing} in the tasks file (pick a --suite of tasks "
+                         f"that have them)")
     rng = np.random.default_rng(seed)
     jobs = []
     for ti, task in enumerate(tasks):
