@@ -4,6 +4,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+import torch
 from hypervla_core.config import ModelConfig, TrainConfig
 from hypervla_core.phrasings import NearMatcher, evaluation_phrasings, expand, normalize, training_phrasings
 from hypervla_core.sim import load_tasks
@@ -64,15 +65,38 @@ def test_every_template_gets_an_equal_share_and_a_small_one_leaves_its_rest_to_t
     assert len(set(training_phrasings(table, per_task=60, seed=0)["push"])) == 61
 
 
-def test_trainer_sees_template_phrasings_but_no_evaluation_phrasing(tmp_path):
+def _window_open_demos(folder):
     rng = np.random.default_rng(0)
-    with h5py.File(tmp_path / "window-open-v3.hdf5", "w") as f:  # its templates make 75, some near wide ones
+    with h5py.File(folder / "window-open-v3.hdf5", "w") as f:  # its templates make 75, some near wide ones
         f.create_group("data").attrs["problem_info"] = json.dumps({"language_instruction": "open the window"})
         for k in range(2):
             n = 6
             f.create_dataset(f"data/demo_{k}/obs/agentview_rgb", data=rng.integers(0, 256, (n, 32, 32, 3), np.uint8))
             f.create_dataset(f"data/demo_{k}/obs/proprio", data=rng.normal(0, 1, (n, 4)).astype(np.float32))
             f.create_dataset(f"data/demo_{k}/actions", data=rng.normal(0, 0.01, (n, 7)).astype(np.float32))
+
+
+def test_word_dropout_feeds_some_samples_their_sentence_vector_as_the_only_token(tmp_path):
+    _window_open_demos(tmp_path)
+    trainer = Trainer(ModelConfig(image_size=32, hn_layers=1, base_layers=1, lang_pool="both"),
+                      TrainConfig(steps=1, batch_size=64, template_phrasings=50, threads=1, word_dropout=0.5),
+                      [str(tmp_path)], str(tmp_path / "out"))
+    torch.manual_seed(0)
+    b = trainer._batch()
+    one = b["lang_mask"].sum(1) == 1
+    assert 16 < int(one.sum()) < 48  # about half the samples
+    vec = b["tokens"][one, 0]
+    assert torch.allclose(vec.norm(dim=-1), torch.ones(len(vec)), atol=1e-5) and not b["tokens"][one, 1:].any()
+    words = {p: m.sum().item() for p, (_, m) in trainer.lang_cache.items()}
+    assert min(words.values()) > 1  # every phrasing has several word tokens: the single-token samples are dropped
+    for row in (~one).nonzero()[:, 0]:  # the others are some phrasing's own tokens
+        assert any(torch.equal(b["tokens"][row], t) for t, _ in trainer.lang_cache.values())
+    loss, _ = trainer.loss(b)
+    assert torch.isfinite(loss)
+
+
+def test_trainer_sees_template_phrasings_but_no_evaluation_phrasing(tmp_path):
+    _window_open_demos(tmp_path)
     trainer = Trainer(ModelConfig(image_size=32, hn_layers=1, base_layers=1),
                       TrainConfig(steps=1, batch_size=4, template_phrasings=1000, threads=1), [str(tmp_path)],
                       str(tmp_path / "out"))

@@ -97,6 +97,9 @@ class TrainConfig:
     # Blend each sample's instruction tokens with another sample's by a weight drawn from [0, this]; the
     # action label stays the sample's own, so where the words are ambiguous the first frame must decide.
     instruction_mix: float = 0.0
+    # This fraction of samples reads the instruction as one token, its unit sentence vector, instead of its
+    # words: the hypernetwork must then use what the vector says, which a paraphrase changes less than a word.
+    word_dropout: float = 0.0
     # Training phrasings made by rule (config/tasks.yaml templates), this many more per task; 0 = only `train`.
     template_phrasings: int = 0
     # Fine-tuning: this fraction of every batch comes from the checkpoint's own training demonstrations

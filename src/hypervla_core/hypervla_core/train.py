@@ -25,7 +25,7 @@ from . import checkpoint as ckpt
 from .config import ModelConfig, TrainConfig
 from .data import DemoDataset
 from .encoders import LanguageEncoder, join_views, preprocess_images, split_views
-from .model import VLA
+from .model import VLA, sentence_vector
 from .phrasings import training_phrasings
 from .sim import camera_views, load_tasks
 
@@ -162,6 +162,11 @@ class Trainer:
             other = torch.randperm(len(tokens), generator=self.gen)
             w = self.tcfg.instruction_mix * torch.rand(len(tokens), 1, 1, generator=self.gen)
             tokens, mask = (1 - w) * tokens + w * tokens[other], mask | mask[other]
+        if self.tcfg.word_dropout:
+            drop = torch.rand(len(tokens), generator=self.gen) < self.tcfg.word_dropout
+            tokens[drop] = torch.cat([sentence_vector(tokens[drop], mask[drop])[0],
+                                      tokens.new_zeros(int(drop.sum()), tokens.shape[1] - 1, tokens.shape[2])], 1)
+            mask[drop] = torch.arange(mask.shape[1]) == 0
         return {"images": images, "firsts": firsts, "proprio": prop.float(), "cont": cont.float(),
                 "grip": (acts[..., 6] > 0).float(), "mask": torch.from_numpy(b["mask"]).float(),
                 "tokens": tokens, "lang_mask": mask}
