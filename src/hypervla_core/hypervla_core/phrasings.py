@@ -1,9 +1,9 @@
 """Training phrasings made by rule: `templates` per task over the shared `words` of config/tasks.yaml.
 
 "{push} the {puck} {to} the {goal}" becomes every combination of the slot words; a task gets a seeded sample of
-up to `per_task`, an equal share from each of its templates. A made sentence within one word of an evaluation phrasing of any task (`heldout`, `wide`,
-or any other list but `train`: one word replaced, added or removed) is dropped, so evaluation sets stay unseen by
-training and by instruction mixing, near-copies included.
+up to `per_task`, an equal share from each of its templates. A made sentence within one word of an evaluation
+phrasing of any task (`heldout`, `wide`, or any other list but `train`: one word replaced, added or removed) is
+dropped, so evaluation sets stay unseen by training and by instruction mixing, near-copies included.
 """
 from __future__ import annotations
 
