@@ -101,6 +101,14 @@ def limit_figures(results: list[dict], limits) -> dict:
             "limited_fraction": round(sum(r["limited_steps"] for r in results) / max(1, steps), 4)}
 
 
+def check_phrasings(table: dict, tasks: list[str], phrasings: str) -> None:
+    """Every task asked about has the phrasing list asked for, or the error names those that lack it."""
+    missing = [t for t in tasks if phrasings not in table["tasks"][t]]
+    if missing:
+        raise ValueError(f"no {phrasings!r} phrasings for {missing} in the tasks file (pick a --suite of tasks "
+                         f"that have them)")
+
+
 def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int = 50, seed: int = 0,
              phrasings: str = "train", workers: int = 2, max_steps: int = 200, tasks_file=None,
              gifs: bool = True, camera: str | None = None, threads: int | None = None, limits=None) -> dict:
@@ -114,10 +122,7 @@ def evaluate(checkpoint: str, out_dir: str, suite: str = "mt10", episodes: int =
     if len(camera_views(camera, table)) != loaded.cfg.views:
         raise ValueError(f"{checkpoint} takes {loaded.cfg.views} camera view(s) per frame; camera {camera!r} "
                          f"renders {len(camera_views(camera, table))} (pick one with --camera)")
-    missing = [t for t in tasks if phrasings not in table["tasks"][t]]
-    if missing:
-        raise ValueError(f"no {phrasings!r} phrasings for {missing} in the tasks file (pick a --suite of tasks "
-                         f"that have them)")
+    check_phrasings(table, tasks, phrasings)
     rng = np.random.default_rng(seed)
     jobs = []
     for ti, task in enumerate(tasks):

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .evaluate import limit_figures, limited, task_figures, wilson
+from .evaluate import check_phrasings, limit_figures, limited, task_figures, wilson
 from .sim import load_tasks, tasks_file
 
 _WORKER: dict = {}
@@ -134,9 +134,7 @@ def evaluate_libero(checkpoint: str, out_dir: str, suite: str = "libero_goal_tra
         raise ValueError(f"inits must be 'own' or 'others', got {inits!r}")
     table = load_tasks(tasks_file_path or tasks_file("libero_tasks.yaml"))
     benchmark, tasks = libero_tasks(suite, table)
-    missing = [t for t in tasks if phrasings not in table["tasks"][t]]
-    if missing:
-        raise ValueError(f"no {phrasings!r} phrasings for {missing} in the LIBERO tasks file")
+    check_phrasings(table, tasks, phrasings)
     if not 1 <= episodes <= 50:
         raise ValueError(f"episodes per task must be 1-50 (LIBERO's standard initial states), got {episodes}")
     loaded = ckpt.load(checkpoint, prefixes=())

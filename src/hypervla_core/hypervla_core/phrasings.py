@@ -66,8 +66,8 @@ def training_phrasings(table: dict, key: str = "train", per_task: int = 0, seed:
         if leaked:
             raise ValueError(f"{task}: training phrasings {leaked} are also evaluation phrasings")
         own = {normalize(p) for p in base}
-        pools = [[p for p in expand([t], words) if p not in near and p not in own]
-                 for t in (spec.get("templates") or []) if per_task]
+        templates = (spec.get("templates") or []) if per_task else []
+        pools = [[p for p in expand([t], words) if p not in near and p not in own] for t in templates]
         # Each template an equal share, smallest first so what a small one cannot fill goes to the others:
         # a template with many slot words would otherwise crowd out the rest.
         picked, taken, left = {}, set(), per_task
