@@ -1,9 +1,9 @@
 """Training phrasings made by rule: `templates` per task over the shared `words` of config/tasks.yaml.
 
-"{push} the {puck} {to} the {goal}" becomes every combination of the slot words; a task gets a seeded sample of
-up to `per_task`, an equal share from each of its templates. A made sentence within one word of an evaluation
-phrasing of any task (`heldout`, `wide`, or any other list but `train`: one word replaced, added or removed) is
-dropped, so evaluation sets stay unseen by training and by instruction mixing, near-copies included.
+"{push} the {puck} {to} the {goal}" becomes every combination of the slot words (a seeded sample of `per_task`
+when there are more). A made sentence within one word of an evaluation phrasing of any task (`heldout`, `wide`,
+or any other list but `train`: one word replaced, added or removed) is dropped, so evaluation sets stay unseen by
+training and by instruction mixing, near-copies included.
 """
 from __future__ import annotations
 
@@ -65,18 +65,11 @@ def training_phrasings(table: dict, key: str = "train", per_task: int = 0, seed:
         leaked = [p for p in base if normalize(p) in held]
         if leaked:
             raise ValueError(f"{task}: training phrasings {leaked} are also evaluation phrasings")
-        own = {normalize(p) for p in base}
-        templates = (spec.get("templates") or []) if per_task else []
-        pools = [[p for p in expand([t], words) if p not in near and p not in own] for t in templates]
-        # Each template an equal share, smallest first so what a small one cannot fill goes to the others:
-        # a template with many slot words would otherwise crowd out the rest.
-        picked, taken, left = {}, set(), per_task
-        for n, k in enumerate(sorted(range(len(pools)), key=lambda k: len(pools[k]))):
-            pool = [p for p in pools[k] if p not in taken]
-            share = left // (len(pools) - n)
-            picked[k] = pool if len(pool) <= share else [pool[i] for i in sorted(rng.choice(len(pool), share,
-                                                                                           replace=False))]
-            taken.update(picked[k])
-            left -= len(picked[k])
-        out[task] = base + [p for k in sorted(picked) for p in picked[k]]
+        made = []
+        if per_task and spec.get("templates"):
+            own = {normalize(p) for p in base}
+            pool = [p for p in expand(spec["templates"], words) if p not in near and p not in own]
+            made = pool if len(pool) <= per_task else [pool[i] for i in sorted(rng.choice(len(pool), per_task,
+                                                                                         replace=False))]
+        out[task] = base + made
     return out
