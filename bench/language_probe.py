@@ -37,8 +37,7 @@ def embed(enc: LanguageEncoder, sentences: list[str], layers: tuple[int, ...] = 
     for i in range(0, len(sentences), 128):
         chunk = sentences[i:i + 128]
         if layers:
-            batch = enc.tokenizer(chunk, padding="max_length", truncation=True, max_length=enc.max_tokens,
-                                  return_tensors="pt")
+            batch = enc.tokenize(chunk)
             hidden = enc.model(**batch, output_hidden_states=True).hidden_states
             tokens, mask = torch.stack([hidden[k] for k in layers]).mean(0), batch["attention_mask"].bool()
         else:

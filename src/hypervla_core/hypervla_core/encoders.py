@@ -41,12 +41,16 @@ class LanguageEncoder(nn.Module):
     def train(self, mode: bool = True):  # always frozen: dropout stays off
         return super().train(False)
 
-    @torch.no_grad()
-    def forward(self, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def tokenize(self, instructions: list[str]) -> dict[str, torch.Tensor]:
+        """The encoder's inputs, padded to max_tokens, on its device."""
         batch = self.tokenizer(
             instructions, padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt"
         )
-        batch = {k: v.to(self.model.device) for k, v in batch.items()}
+        return {k: v.to(self.model.device) for k, v in batch.items()}
+
+    @torch.no_grad()
+    def forward(self, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.tokenize(instructions)
         tokens = self.model(**batch).last_hidden_state
         return tokens.float(), batch["attention_mask"].bool()
 
