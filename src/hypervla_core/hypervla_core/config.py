@@ -26,8 +26,8 @@ class ModelConfig:
     language_path: str = ""
     max_tokens: int = 32
     # How the instruction is read: "none" token by token; "mean" as one sentence vector (the masked mean of its
-    # tokens, unit length, as the encoder was trained to be used); "both" the tokens and that vector. MT10 "mean":
-    # wide paraphrases 5.0 -> 1.0 points lost, but swapped probe 0.037 -> 0.075 (docs/results.md, #31).
+    # tokens, unit length, as the encoder was trained to be used); "both" the tokens and that vector. The shipped
+    # MT10 model (v17) reads "mean": wide paraphrases 5.0 -> 1.5 points lost against "none" (docs/results.md, #31).
     lang_pool: str = "none"
     # Hypernetwork (context encoder + one head per generated tensor).
     hn_dim: int = 128
