@@ -67,8 +67,8 @@ def test_the_shipped_recipe_makes_the_shipped_model():
     recipe = yaml.safe_load((ROOT / "config" / "train.yaml").read_text())
     shipped = json.loads((ROOT / "models" / "hypervla-mt10" / "config.json").read_text())
     assert {k: shipped["model"][k] for k in recipe["model"]} == recipe["model"]
-    trained = {k: shipped["extra"]["train_config"][k] for k in recipe["train"] if k != "threads"}
-    assert trained == {k: v for k, v in recipe["train"].items() if k != "threads"}
+    train = {k: v for k, v in recipe["train"].items() if k != "threads"}  # cores used, not what was learnt
+    assert {k: shipped["extra"]["train_config"][k] for k in train} == train
     made = training_phrasings(load_tasks(), per_task=recipe["train"]["template_phrasings"], seed=recipe["train"]["seed"])
     digest = hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:16]
     assert digest == "6dfed0b068afa7f0"  # v17's set (seed 1); v16's (seed 0) was bbfc0e8dbfcf745f
