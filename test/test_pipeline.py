@@ -210,6 +210,39 @@ def test_task_balanced_sampling(tmp_path):
     assert abs(share[False] - 10 / 130) < 0.02 and abs(share[True] - 0.5) < 0.03
 
 
+@pytest.mark.parametrize("cameras", [False, True])
+def test_cached_demos_give_the_batches_read_from_disk(tmp_path, cameras):
+    """Demos kept in RAM after their first read give exactly the batches the disk gives (frames, first frames,
+    proprio, chunks, masks, words), for one tiled view and for one dataset per camera; the cache holds only
+    what its budget allows, the rest is still read per batch."""
+    from hypervla_core.data import write_camera_demo, write_demo
+
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        n = 6 + k
+        images = rng.integers(0, 256, (n, 8, 8, 3), np.uint8)
+        proprio, actions = rng.normal(size=(n, 3)), rng.normal(size=(n, 7))
+        if cameras:
+            write_camera_demo(tmp_path / "arm.hdf5", {"front": images, "wrist": images[::-1].copy()}, proprio,
+                              actions, {"language_instruction": "pick", "task": "pick"}, 10.0, "test")
+        else:
+            with h5py.File(tmp_path / "arm.hdf5", "a") as f:
+                write_demo(f, images, proprio, actions, ["pick"], "pick", k)
+    disk = DemoDataset([tmp_path], horizon=4)
+    frame = 8 * (16 if cameras else 8) * 3
+    budget = frame * 13  # the first two demos drawn fit (6 + 7 frames at most), not a third
+    for cache in (1 << 30, budget):
+        ram = DemoDataset([tmp_path], horizon=4, cache_bytes=cache)
+        for seed in range(5):
+            a, b = disk.sample(np.random.default_rng(seed), 32), ram.sample(np.random.default_rng(seed), 32)
+            for key in a:
+                assert np.array_equal(np.asarray(a[key]), np.asarray(b[key])), key
+        if cache == budget:
+            assert 1 <= len(ram._cache) < 4 and ram._cached_bytes <= budget
+        else:
+            assert len(ram._cache) == 4
+
+
 def test_random_shift_moves_each_image_by_at_most_pad_pixels():
     """The augmentation translates each sample on its own, never further than `pad`, and covers every offset."""
     import torch

@@ -8,7 +8,8 @@ Layout read and written (one file per task or per dataset):
                                  views are placed side by side in that order, the layout the model reads
   data/demo_<k>/obs/<proprio>    (T, P) float          (keys configurable, concatenated in order)
   data/demo_<k>/actions          (T, 7) float          xyz, rpy, gripper (> 0 = closed, so LIBERO's -1/+1 works)
-Only the index (file, demo, length, instruction) is held in memory; frames are read per batch.
+The index (file, demo, length, instruction) is held in memory; a demo's frames are read from disk on first use
+and kept, decompressed, while they fit in the cache budget (`cache_bytes`), so later batches gather from RAM.
 """
 from __future__ import annotations
 
@@ -131,10 +132,11 @@ def write_camera_demo(path, images: dict[str, np.ndarray], joints: np.ndarray, a
 
 
 class DemoDataset:
-    """Random (frame, chunk) samples across demos, read from disk per batch: memory bounded by the batch."""
+    """Random (frame, chunk) samples across demos. Demos are read whole on first use and kept in RAM up to
+    `cache_bytes` (decompressed); the rest are read from disk per batch, so memory stays bounded."""
 
     def __init__(self, paths, horizon: int, proprio_keys=None, image_key: str | None = None,
-                 phrasings: dict[str, list[str]] | None = None, max_open_files: int = 64):
+                 phrasings: dict[str, list[str]] | None = None, max_open_files: int = 64, cache_bytes: int = 0):
         self.refs = index_files(paths)
         self.camera = recorded_camera(self.refs)
         self.cameras = recorded_cameras(self.refs)
@@ -154,6 +156,10 @@ class DemoDataset:
         self._task_cum = [np.concatenate([[0], np.cumsum(self.lengths[d])]) for d in self._task_demos]
         self._files: dict[str, h5py.File] = {}
         self.max_open_files = max_open_files
+        self.cache_bytes = cache_bytes
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # demo -> images, proprio, actions
+        self._cached_bytes = 0
+        self._frame_bytes = self._image(self._demo(self.refs[0]), 0).nbytes if cache_bytes else 0
 
     def __len__(self) -> int:
         return int(self.cum[-1])
@@ -178,10 +184,26 @@ class DemoDataset:
         demo = self._demo(self.refs[0])
         return sum(int(np.prod(demo["obs"][k].shape[1:])) for k in self.proprio_keys)
 
-    def _image(self, demo: h5py.Group, t: int) -> np.ndarray:
+    def _image(self, demo: h5py.Group, t) -> np.ndarray:
+        """Frame t (an int or a slice) with every camera side by side."""
         if self.cameras:
-            return np.concatenate([demo["obs"][f"{c}_rgb"][t] for c in self.cameras], axis=1)
+            return np.concatenate([demo["obs"][f"{c}_rgb"][t] for c in self.cameras], axis=-2)
         return self._image_ds(demo)[t]
+
+    def _cached(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Demo i's (images, proprio, actions) from RAM, read whole on first use while the budget lasts."""
+        if i in self._cache or not self.cache_bytes:
+            return self._cache.get(i)
+        n = self.refs[i].length
+        if self._cached_bytes + self._frame_bytes * n > self.cache_bytes:
+            return None
+        demo = self._demo(self.refs[i])
+        proprio = np.concatenate([np.zeros((n, 0), np.float32)] + [
+            np.asarray(demo["obs"][k], np.float32).reshape(n, -1) for k in self.proprio_keys], axis=1)
+        entry = (self._image(demo, slice(None)), proprio, np.asarray(demo["actions"], np.float32))
+        self._cache[i] = entry
+        self._cached_bytes += entry[0].nbytes  # the frames: proprio and actions are a few percent more
+        return entry
 
     def _image_ds(self, demo: h5py.Group):
         if self.image_key:
@@ -241,12 +263,19 @@ class DemoDataset:
         for i in order:
             ref = self.refs[demo_idx[i]]
             t = int(flat[i] - self.cum[demo_idx[i]])
-            demo = self._demo(ref)
-            images.append(self._image(demo, t))
-            firsts.append(self._image(demo, 0))
-            props.append(self._proprio(demo, t))
             end = min(t + self.horizon, ref.length)
-            act = np.asarray(demo["actions"][t:end], np.float32)
+            cached = self._cached(int(demo_idx[i]))
+            if cached is not None:
+                images.append(cached[0][t])
+                firsts.append(cached[0][0])
+                props.append(cached[1][t])
+                act = cached[2][t:end]
+            else:
+                demo = self._demo(ref)
+                images.append(self._image(demo, t))
+                firsts.append(self._image(demo, 0))
+                props.append(self._proprio(demo, t))
+                act = np.asarray(demo["actions"][t:end], np.float32)
             mask = np.zeros(self.horizon, bool)
             mask[: len(act)] = True
             if len(act) < self.horizon:  # past the end: repeat the last action, excluded from the loss

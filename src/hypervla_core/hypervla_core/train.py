@@ -84,12 +84,13 @@ class Trainer:
             torch.set_num_threads(train_cfg.threads)
         table = training_phrasings(load_tasks(tasks_file), phrasings, train_cfg.template_phrasings,
                                    train_cfg.seed) if phrasings else None
-        self.data = DemoDataset(data_paths, model_cfg.action_horizon, phrasings=table)
+        cache = int(train_cfg.cache_gb * 2**30)
+        self.data = DemoDataset(data_paths, model_cfg.action_horizon, phrasings=table, cache_bytes=cache)
         self.old = None  # the demonstrations rehearsed while fine-tuning
         if train_cfg.rehearsal:
             if not rehearse_paths:
                 raise ValueError("rehearsal needs the old tasks' demonstrations (rehearse_paths)")
-            self.old = DemoDataset(rehearse_paths, model_cfg.action_horizon, phrasings=table)
+            self.old = DemoDataset(rehearse_paths, model_cfg.action_horizon, phrasings=table, cache_bytes=cache)
             def setup(d):
                 return f"{d.cameras or d.camera}, proprio {d.proprio_dim()}"
 
