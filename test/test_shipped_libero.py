@@ -32,6 +32,20 @@ def test_matches_the_bridge_and_the_demo_config():
     assert controller["switch_grace_s"] == 0  # each demo episode is a fresh start, run by its own policy only
     for node in ("policy_generator", "policy_controller"):
         assert (ROOT / params[node]["ros__parameters"]["checkpoint"]).resolve() == SHIPPED
+    suites = yaml.safe_load((ROOT / "config" / "libero_tasks.yaml").read_text())["suites"]
+    assert set(params["demo"]["ros__parameters"]["tasks"]) <= set(suites["libero_goal_train"])  # goals it was taught
+
+
+def test_the_recipe_makes_the_shipped_model():
+    """config/train_libero.yaml is the recipe the shipped checkpoint records it was trained with, on the data folder
+    the README's gen-data command makes, so the documented commands reproduce it."""
+    recipe = yaml.safe_load((ROOT / "config" / "train_libero.yaml").read_text())
+    shipped = ckpt.load(SHIPPED, prefixes=()).meta
+    assert {k: shipped["model"][k] for k in recipe["model"]} == recipe["model"]
+    train = {k: v for k, v in recipe["train"].items() if k != "threads"}  # cores used, not what was learnt
+    assert {k: shipped["extra"]["train_config"][k] for k in train} == train
+    assert shipped["extra"]["data"] == ["data/libero-goal-s2"]
+    assert "--out data/libero-goal-s2 " in (ROOT / "README.md").read_text()
 
 
 def test_puts_the_bowl_on_the_plate_closed_loop(tmp_path):
