@@ -230,7 +230,7 @@ def test_cached_demos_give_the_batches_read_from_disk(tmp_path, cameras):
                 write_demo(f, images, proprio, actions, ["pick"], "pick", k)
     disk = DemoDataset([tmp_path], horizon=4)
     frame = 8 * (16 if cameras else 8) * 3
-    budget = frame * 13  # the first two demos drawn fit (6 + 7 frames at most), not a third
+    budget = frame * 13  # demos of 6 - 9 frames: the first drawn always fits, never all four
     for cache in (1 << 30, budget):
         ram = DemoDataset([tmp_path], horizon=4, cache_bytes=cache)
         for seed in range(5):
