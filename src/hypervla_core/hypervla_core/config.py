@@ -110,6 +110,7 @@ class TrainConfig:
     threads: int = 2
     # RAM (GB) for demonstrations kept decompressed after their first read; batches from them skip the disk and
     # the decompression (about a fifth of a step with two 64 px cameras). Demos beyond it are read per batch.
+    # Per dataset: a fine-tune's new and rehearsed demonstrations each have this budget.
     cache_gb: float = 4.0
 
     @classmethod
