@@ -112,7 +112,11 @@ def test_train_resume_finetune_eval(request, tmp_path, kind, data):
     other = "monolithic" if kind == "hypervla" else "hypervla"
     assert cli(resume + ["--model-type", other]) == 2  # resuming another model type is refused, clearly
     assert cli(resume + ["--model-type", kind]) == 0
-    assert ckpt.load(out).meta["extra"]["step"] == 9
+    resumed = ckpt.load(out).meta["extra"]
+    assert resumed["step"] == 9
+    # The continued checkpoint records the run it continued, and keeps that run's loss curve.
+    assert resumed["resumed_from"] == [{"step": 6, "model_id": loaded.model_id, "steps": 6}]
+    assert resumed["history"][:len(history)] == history and resumed["history"][-1]["step"] == 9
     ft = tmp_path / "ft"
     assert cli(["finetune", str(out), "--data", str(demos), "--out", str(ft), "--config", str(cfg), "--steps", "3",
                 "--threads", "2"]) == 0

@@ -128,6 +128,7 @@ class Trainer:
         self.rng = np.random.default_rng(train_cfg.seed * 1000 + self.rank)
         self.gen = torch.Generator().manual_seed(train_cfg.seed * 1000 + self.rank)
         self.history: list[dict] = []
+        self.resumed_from: list[dict] = []
 
     def _encode_all(self, texts: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         out = {}
@@ -228,7 +229,8 @@ class Trainer:
                  "camera": self.data.camera, "cameras": self.data.cameras,
                  # what a later fine-tune rehearses: these and any it rehearsed itself
                  "data": sorted({*self.data_paths, *self.rehearse_paths}),
-                 "tasks_file": self.tasks_file}  # the phrasings it learnt, which a fine-tune keeps using
+                 "tasks_file": self.tasks_file,  # the phrasings it learnt, which a fine-tune keeps using
+                 "resumed_from": self.resumed_from}  # the saved runs this one continued, so the recipe is complete
         if wall_time_s is not None:
             extra["wall_time_s"] = round(wall_time_s, 1)
         model_id = ckpt.save(self.out, self.mcfg, self.language.dim, self.ema, self.stats, extra)
@@ -246,7 +248,8 @@ class Trainer:
         path = self.out / "train_state.safetensors"
         if not path.exists():
             return False
-        saved = ckpt.load(self.out).cfg
+        loaded = ckpt.load(self.out)
+        saved = loaded.cfg
         if saved != self.mcfg:
             diff = {k: (v, getattr(self.mcfg, k)) for k, v in saved.__dict__.items() if getattr(self.mcfg, k) != v}
             raise ValueError(f"cannot resume {self.out}: its model config differs (saved, requested): {diff}")
@@ -260,6 +263,10 @@ class Trainer:
                     keys["step"] = keys["step"].reshape(())
                     self.opt.state[p] = keys
         self.step = json.loads((self.out / "train_state.json").read_text())["step"]
+        prior = loaded.meta["extra"]
+        self.resumed_from = [*prior.get("resumed_from", []),
+                             {"step": self.step, "model_id": loaded.model_id, "steps": prior["train_config"]["steps"]}]
+        self.history = list(prior.get("history", []))
         self.rng = np.random.default_rng(self.tcfg.seed * 1000 + self.rank + self.step)
         return True
 
