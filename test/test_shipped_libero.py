@@ -7,6 +7,7 @@ import yaml
 from hypervla_core import checkpoint as ckpt
 from hypervla_core.libero_env import CAMERAS
 from hypervla_core.libero_eval import evaluate_libero
+from recipe_check import assert_recipe_made
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "hypervla-libero-goal"
@@ -39,11 +40,7 @@ def test_matches_the_bridge_and_the_demo_config():
 def test_the_recipe_makes_the_shipped_model():
     """config/train_libero.yaml is the recipe the shipped checkpoint records it was trained with, on the data folder
     the README's gen-data command makes, so the documented commands reproduce it."""
-    recipe = yaml.safe_load((ROOT / "config" / "train_libero.yaml").read_text())
-    shipped = ckpt.load(SHIPPED, prefixes=()).meta
-    assert {k: shipped["model"][k] for k in recipe["model"]} == recipe["model"]
-    train = {k: v for k, v in recipe["train"].items() if k != "threads"}  # cores used, not what was learnt
-    assert {k: shipped["extra"]["train_config"][k] for k in train} == train
+    shipped = assert_recipe_made(ROOT / "config" / "train_libero.yaml", SHIPPED, (ROOT / "README.md").read_text())
     assert shipped["extra"]["data"] == ["data/libero-goal-s2"]
     assert "--out data/libero-goal-s2 " in (ROOT / "README.md").read_text()
 
