@@ -41,6 +41,7 @@ class Expert:
         self.arm, self.rng, self.noise = arm, rng or np.random.default_rng(0), noise
         self.phases = PLANS[task](Scene(arm))
         self.k, self.steps_in, self.waited = 0, 0, 0
+        self.timed_out: list[int] = []  # phases left at their step limit, not by reaching their target
 
     @property
     def done(self) -> bool:
@@ -57,6 +58,8 @@ class Expert:
         if np.linalg.norm(error) < ph.tol and off.magnitude() < ph.turn_tol:
             self.waited += 1
         if self.waited > ph.wait or self.steps_in > ph.limit:
+            if self.waited <= ph.wait:
+                self.timed_out.append(self.k)
             self.k, self.steps_in, self.waited = self.k + 1, 0, 0
         move = np.clip(GAIN * error, -STEP, STEP)
         if self.noise:
@@ -125,7 +128,9 @@ def pick_place(obj: Callable, grasp: tuple, place: Callable, release_dz: float, 
 
 
 BOWL_GRASP = (0.0, 0.047, 0.035)  # the rim wall on the +y side, fingers straddling it
-BOTTLE_GRASP = (0.0, 0.0, 0.10)
+# The neck, as high as the open fingers get: lower, they rest on the bottle's top and the hand stalls until the
+# phase times out, so the close came at no visible moment (0.10 before 2026-12-05: 33 still frames a demonstration).
+BOTTLE_GRASP = (0.0, 0.0, 0.125)
 CHEESE_GRASP = (0.0, 0.0, 0.012)
 
 
