@@ -181,6 +181,9 @@ def run(config: str | None) -> dict:
     finally:
         stack.stop()
         executor.shutdown()
+        # The spinning thread leaves the wait set before the node and the context go; left in it at exit, C++
+        # aborted the finished demo ("terminate called without an active exception", exit -6).
+        spin.join(timeout=10)
         op.destroy_node()
         rclpy.try_shutdown()
     e2e50 = [r["e2e_ms_p50"] for r in results if r["e2e_ms_p50"]]
