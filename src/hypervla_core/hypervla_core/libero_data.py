@@ -19,16 +19,24 @@ import numpy as np
 from .data import write_camera_demo
 from .libero_env import CAMERAS, SAMPLED_INITS, LiberoArm, LiberoConfig
 from .libero_experts import PLANS, Expert
+from .sim import load_tasks, tasks_file
+
+
+NOISE_RHO = 0.8  # step-to-step correlation of the executed noise: white noise is averaged away by the OSC's lag
 
 
 def demonstrate(arm: LiberoArm, shadow: LiberoArm, task: str, init: int, max_steps: int, rng=None,
                 noise: float = 0.0):
     """One attempt: (actions (T, 7), simulator states each action was computed from (T, n), success, goals
     reached at the end). The expert sees the scene through a shadow copy loaded from the arm's state each
-    step, exactly as the demonstrator node does over ROS."""
+    step, exactly as the demonstrator node does over ROS. With `noise` (m per step) the executed translation
+    is pushed off course by correlated Gaussian noise while the expert's clean action is recorded
+    (DART-style): the demonstrations then show how to come back to the path, not only the path."""
     arm.reset(task, init)
-    expert = Expert(shadow, task, rng, noise)
+    expert = Expert(shadow, task, rng)
+    rng = rng if rng is not None else np.random.default_rng(0)
     actions, states, ok = [], [], False
+    push = np.zeros(3)
     while len(actions) < max_steps and not ok:
         state = arm.sim_state()
         view = shadow.load_state(state, task, arm.fixture_poses())
@@ -37,7 +45,12 @@ def demonstrate(arm: LiberoArm, shadow: LiberoArm, task: str, init: int, max_ste
         a = expert.act(view)
         actions.append(a)
         states.append(state)
-        _, ok = arm.step(a)
+        executed = a
+        if noise:
+            push = NOISE_RHO * push + np.sqrt(1 - NOISE_RHO**2) * rng.normal(0.0, noise, 3)
+            executed = a.copy()
+            executed[:3] += push
+        _, ok = arm.step(executed)
     return np.array(actions, np.float32).reshape(-1, 7), states, ok, arm.goals_reached()
 
 
@@ -95,7 +108,8 @@ def _task(job) -> tuple[str, dict]:
             images, joints = render(cameras, task, init, states)
             write_camera_demo(path, images, joints, actions,
                               {"language_instruction": physics.tasks[index].language, "task": task, "success": True,
-                               "source": "gen-data", "init_index": init, "goals": json.dumps(goals)},
+                               "source": "gen-data", "init_index": init, "goals": json.dumps(goals),
+                               "expert_noise": noise},
                               physics.cfg.control_freq, "gen-data")
             kept += 1
         init += 1
@@ -112,7 +126,10 @@ def generate(out: str, suite: str = "libero_goal", episodes: int = 50, tasks=Non
     done = [t for t in names if (outdir / f"{t}.hdf5").exists()]
     todo = [t for t in names if t not in done]  # resumable: finished tasks are kept
     start = time.time()
-    jobs = [(out, suite, task, episodes, first_init, image_size, max_steps, noise, seed) for task in todo]
+    table = load_tasks(tasks_file("libero_tasks.yaml"))["tasks"]
+    # a goal whose expert fails too often when pushed off course sets its own (lower) expert_noise
+    jobs = [(out, suite, task, episodes, first_init, image_size, max_steps,
+             float(table.get(task, {}).get("expert_noise", noise)) if noise else 0.0, seed) for task in todo]
     report = {}
     if workers <= 1 or len(jobs) <= 1:
         try:
