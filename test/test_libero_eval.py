@@ -52,6 +52,26 @@ def test_every_demonstrator_phase_ends_by_reaching_its_target(arm):
         assert act.expert.timed_out == [], (task, act.expert.timed_out)
 
 
+def test_noisy_demonstrations_record_the_experts_clean_correction():
+    """gen-data --noise (DART): the executed motion is pushed off course, the recorded action is what the expert
+    asks for in the scene it is in, so the demonstrations teach the way back instead of the noise."""
+    from hypervla_core.libero_data import demonstrate
+
+    task, init = "turn_on_the_stove", SAMPLED_INITS + 2
+    arm, shadow = LiberoArm(LiberoConfig(cameras=())), LiberoArm(LiberoConfig(cameras=()))
+    try:
+        clean, clean_states, _, _ = demonstrate(arm, shadow, task, init, 40, np.random.default_rng(1), 0.0)
+        noisy, states, _, _ = demonstrate(arm, shadow, task, init, 40, np.random.default_rng(1), 0.01)
+        expert = Expert(shadow, task)
+        replayed = np.array([expert.act(shadow.load_state(s, task, arm.fixture_poses())) for s in states])
+    finally:
+        arm.close(), shadow.close()
+    np.testing.assert_allclose(noisy, replayed, atol=1e-6)  # the labels are the expert's, noise-free
+    # ... in states the noise moved: the hand is elsewhere than on the clean run by the end
+    assert not np.allclose(np.array(clean_states[-1]), np.array(states[-1]))
+    assert np.abs(noisy - clean).max() > 1e-3
+
+
 def test_sampled_placements_are_repeatable_and_not_the_standard_states(arm):
     def objects(init):
         return np.concatenate([v[:3] for v in arm.reset("put_the_bowl_on_the_stove", init).objects.values()])
