@@ -235,18 +235,21 @@ train: {steps: 8, batch_size: 8, warmup_steps: 2, checkpoint_every: 0, threads: 
 
 def test_demonstrator_bag_dataset_train_and_run_on_the_arm(ros, tmp_path):
     """The user's path: the scripted teleoperator drives the bridge while `record` writes the bag ->
-    bag-to-dataset -> a tiny train -> the controller (two camera topics, 9 joints) runs it on the bridge."""
+    bag-to-dataset -> a tiny train -> the controller (two camera topics, 9 joints) runs it on the bridge. The
+    teacher is pushed off course (noise) and its clean actions are what the dataset keeps, as gen-data's."""
     import h5py
 
     from hypervla_core.cli import main as cli
     from hypervla_ros.bag_to_dataset import convert
 
     topics = [f"/cameras/{c}/image_raw" for c in CAMERAS] + [
-        "/joint_states", "/hypervla/action", "/libero_bridge/applied", "/hypervla/instruction", "/libero_bridge/events"]
+        "/joint_states", "/hypervla/action", "/libero_bridge/applied", "/hypervla/instruction", "/libero_bridge/events",
+        "/demonstrator/expert_action"]
     bridge = {"image_size": 32, "real_time": False, "max_steps": 160, "publish_sim_state": True}
     config = write_config(tmp_path, "unused", libero_bridge=bridge,
                           record={"output": str(tmp_path / "bag"), "topics": topics},
-                          demonstrator={"tasks": ["put_the_bowl_on_the_stove"], "episodes_per_task": 2})
+                          demonstrator={"tasks": ["put_the_bowl_on_the_stove"], "episodes_per_task": 2,
+                                        "noise": 0.01})
     sent = {}
     with Stack(config, log_dir=str(tmp_path / "logs")) as stack:
         probe = ArmProbe()
@@ -282,12 +285,18 @@ def test_demonstrator_bag_dataset_train_and_run_on_the_arm(ros, tmp_path):
     gap = np.abs(actions[:, None, 3:6] - mine[None]).max(axis=2).min(axis=1)
     assert gap.max() < 1e-7 and np.abs(actions[:, 3:6]).max() > 1e-3, gap.max()
     assert np.abs(actions[:, :3]).max() > 0.01 and set(np.unique(actions[:, 6])) == {0.0, 1.0}
+    # what the arm executed (the bag's ~/applied) is the same action pushed off course in translation only
+    convert([tmp_path / "bag"], tmp_path / "executed", label_topic="")
+    with h5py.File(tmp_path / "executed" / "put_the_bowl_on_the_stove.hdf5") as f:
+        executed = f["data/demo_0/actions"][:]
+    assert executed.shape == actions.shape and np.abs(executed[:, :3] - actions[:, :3]).max() > 1e-3
+    np.testing.assert_array_equal(executed[:, 3:], actions[:, 3:])
 
     # The same episodes made directly, without ROS (physics first, then one rendering replay): identical.
     direct = subprocess.run(
         [sys.executable, "-m", "hypervla_core.cli", "gen-data", "--suite", "libero_goal:put_the_bowl_on_the_stove",
          "--out", str(tmp_path / "direct"), "--episodes", "2", "--image-size", "32",
-         "--max-steps", "160", "--workers", "1"], capture_output=True, text=True, timeout=600)
+         "--max-steps", "160", "--workers", "1", "--noise", "0.01"], capture_output=True, text=True, timeout=600)
     assert direct.returncode == 0, direct.stderr[-2000:]
     with h5py.File(tmp_path / "ds" / "put_the_bowl_on_the_stove.hdf5") as a, \
             h5py.File(tmp_path / "direct" / "put_the_bowl_on_the_stove.hdf5") as b:

@@ -18,11 +18,16 @@ import numpy as np
 
 from .data import write_camera_demo
 from .libero_env import CAMERAS, SAMPLED_INITS, LiberoArm, LiberoConfig
-from .libero_experts import PLANS, Expert
+from .libero_experts import PLANS, Expert, Push
 from .sim import load_tasks, tasks_file
 
 
-NOISE_RHO = 0.8  # step-to-step correlation of the executed noise: white noise is averaged away by the OSC's lag
+def expert_noise(task: str, noise: float) -> float:
+    """The push for `task`: a goal whose expert fails too often when pushed sets its own (lower) expert_noise in
+    config/libero_tasks.yaml; no noise asked, none given."""
+    if not noise:
+        return 0.0
+    return float(load_tasks(tasks_file("libero_tasks.yaml"))["tasks"].get(task, {}).get("expert_noise", noise))
 
 
 def demonstrate(arm: LiberoArm, shadow: LiberoArm, task: str, init: int, max_steps: int, rng=None,
@@ -30,13 +35,11 @@ def demonstrate(arm: LiberoArm, shadow: LiberoArm, task: str, init: int, max_ste
     """One attempt: (actions (T, 7), simulator states each action was computed from (T, n), success, goals
     reached at the end). The expert sees the scene through a shadow copy loaded from the arm's state each
     step, exactly as the demonstrator node does over ROS. With `noise` (m per step) the executed translation
-    is pushed off course by correlated Gaussian noise while the expert's clean action is recorded
-    (DART-style): the demonstrations then show how to come back to the path, not only the path."""
+    is pushed off course (`Push`) while the expert's clean action is recorded."""
     arm.reset(task, init)
-    expert = Expert(shadow, task, rng)
-    rng = rng if rng is not None else np.random.default_rng(0)
+    expert = Expert(shadow, task)
+    push = Push(noise, rng if rng is not None else np.random.default_rng(0))
     actions, states, ok = [], [], False
-    push = np.zeros(3)
     while len(actions) < max_steps and not ok:
         state = arm.sim_state()
         view = shadow.load_state(state, task, arm.fixture_poses())
@@ -45,12 +48,7 @@ def demonstrate(arm: LiberoArm, shadow: LiberoArm, task: str, init: int, max_ste
         a = expert.act(view)
         actions.append(a)
         states.append(state)
-        executed = a
-        if noise:
-            push = NOISE_RHO * push + np.sqrt(1 - NOISE_RHO**2) * rng.normal(0.0, noise, 3)
-            executed = a.copy()
-            executed[:3] += push
-        _, ok = arm.step(executed)
+        _, ok = arm.step(push(a))
     return np.array(actions, np.float32).reshape(-1, 7), states, ok, arm.goals_reached()
 
 
@@ -126,10 +124,8 @@ def generate(out: str, suite: str = "libero_goal", episodes: int = 50, tasks=Non
     done = [t for t in names if (outdir / f"{t}.hdf5").exists()]
     todo = [t for t in names if t not in done]  # resumable: finished tasks are kept
     start = time.time()
-    table = load_tasks(tasks_file("libero_tasks.yaml"))["tasks"]
-    # a goal whose expert fails too often when pushed off course sets its own (lower) expert_noise
-    jobs = [(out, suite, task, episodes, first_init, image_size, max_steps,
-             float(table.get(task, {}).get("expert_noise", noise)) if noise else 0.0, seed) for task in todo]
+    jobs = [(out, suite, task, episodes, first_init, image_size, max_steps, expert_noise(task, noise), seed)
+            for task in todo]
     report = {}
     if workers <= 1 or len(jobs) <= 1:
         try:

@@ -35,10 +35,10 @@ class Phase:
 
 
 class Expert:
-    def __init__(self, arm, task: str, rng: np.random.Generator | None = None, noise: float = 0.0):
+    def __init__(self, arm, task: str):
         if task not in PLANS:
             raise ValueError(f"no scripted expert for {task!r}; scripted: {sorted(PLANS)}")
-        self.arm, self.rng, self.noise = arm, rng or np.random.default_rng(0), noise
+        self.arm = arm
         self.phases = PLANS[task](Scene(arm))
         self.k, self.steps_in, self.waited = 0, 0, 0
         self.timed_out: list[int] = []  # phases left at their step limit, not by reaching their target
@@ -62,10 +62,28 @@ class Expert:
                 self.timed_out.append(self.k)
             self.k, self.steps_in, self.waited = self.k + 1, 0, 0
         move = np.clip(GAIN * error, -STEP, STEP)
-        if self.noise:
-            move = move + self.rng.normal(0, self.noise, 3)
         turn = np.clip(off.as_euler("xyz"), -TURN, TURN)
         return np.concatenate([move, turn, [ph.grip]]).astype(np.float32)
+
+
+class Push:
+    """DART-style demonstration noise: what the arm executes is the expert's action with its translation pushed
+    off course (m per step); the clean action is what gets recorded, so demonstrations show the way back.
+    Correlated from step to step (AR(1), correlation RHO): white noise is averaged away by the OSC's lag."""
+
+    RHO = 0.8
+
+    def __init__(self, noise: float, rng: np.random.Generator):
+        self.noise, self.rng = noise, rng
+        self.push = np.zeros(3)
+
+    def __call__(self, action: np.ndarray) -> np.ndarray:
+        if not self.noise:
+            return action
+        self.push = self.RHO * self.push + np.sqrt(1 - self.RHO**2) * self.rng.normal(0.0, self.noise, 3)
+        executed = np.array(action, np.float32)
+        executed[:3] += self.push
+        return executed
 
 
 class Scene:

@@ -1,7 +1,9 @@
 """bag-to-dataset: recorded demonstrations (rosbag2) -> the HDF5 training layout (`hypervla bag-to-dataset`).
 
-Episodes are split at the bridge's episode events (reset ... success/timeout/aborted). The actions are the
-driver's record of executed steps (~/applied) when the bag has it, else the commands sent. Each is paired with
+Episodes are split at the bridge's episode events (reset ... success/timeout/aborted). The steps are the
+driver's record of executed steps (~/applied) when the bag has it, else the commands sent. A teacher that
+perturbs what it sends (the demonstrator with noise) publishes its intended action with the same stamp
+(/demonstrator/expert_action): when the bag has that topic, each step's action is the teacher's. Each is paired with
 the frame of every camera and the joint states it was computed from: an EndEffectorAction by its header stamp
 (the frame's), a TwistStamped (a per-step delta once multiplied by the period) with the newest frame set
 stamped at or before it. Written per task: data/demo_k/obs/<camera>_rgb (T, H, W, 3), obs/joint_states,
@@ -31,6 +33,7 @@ from .policy_msgs import action_vector
 ACTION, TWIST = "hypervla_msgs/msg/EndEffectorAction", "geometry_msgs/msg/TwistStamped"
 APPLIED = "/libero_bridge/applied"
 COMMAND_TOPICS = (APPLIED, "/hypervla/action", "/libero_bridge/delta_twist_cmds")
+LABELS = "/demonstrator/expert_action"
 
 
 @dataclass
@@ -49,7 +52,7 @@ def camera_name(topic: str) -> str:
     return parts[-1] if parts else topic.strip("/").replace("/", "_")
 
 
-def _read_bag(bag, cameras, proprio_topic, action_topics, events_topic, period_s):
+def _read_bag(bag, cameras, proprio_topic, action_topics, events_topic, period_s, label_topic):
     reader = open_reader(bag)
     try:
         topics = reader.topics
@@ -64,9 +67,10 @@ def _read_bag(bag, cameras, proprio_topic, action_topics, events_topic, period_s
         if not acts:
             raise BagError(f"bag {bag}: no command topic among {list(action_topics)}; it has {sorted(topics)}")
         frames: dict[int, dict] = {}  # stamp -> {camera topic: image, "joints": positions}
+        labels: dict[int, np.ndarray] | None = {} if label_topic in topics else None  # stamp -> teacher's action
         episodes: list[_Episode] = []
         ep = None
-        conns = [c for c in reader.connections if c.topic in {*cams, proprio_topic, events_topic, *acts}]
+        conns = [c for c in reader.connections if c.topic in {*cams, proprio_topic, events_topic, *acts, label_topic}]
         total = sum(c.msgcount for c in conns)
         for conn, _, raw in tqdm(reader.messages(connections=conns), total=total, desc=f"{pathlib.Path(bag).name}",
                                  unit="msg", leave=False, disable=total < 2000):
@@ -89,6 +93,10 @@ def _read_bag(bag, cameras, proprio_topic, action_topics, events_topic, period_s
                     raise BagError(f"bag {bag}: bad frame on {conn.topic}: {exc}") from exc
             elif conn.topic == proprio_topic:
                 frames.setdefault(stamp_ns(msg.header.stamp), {})["joints"] = np.asarray(msg.position, np.float32)
+            elif conn.topic == label_topic:
+                if conn.msgtype != ACTION:
+                    raise BagError(f"bag {bag}: {conn.topic} has type {conn.msgtype}, expected {ACTION}")
+                labels[stamp_ns(msg.header.stamp)] = action_vector(msg)
             elif ep is not None and ep.success is None:
                 s = stamp_ns(msg.header.stamp)
                 if conn.msgtype == ACTION:
@@ -104,13 +112,14 @@ def _read_bag(bag, cameras, proprio_topic, action_topics, events_topic, period_s
                 else:
                     raise BagError(f"bag {bag}: {conn.topic} has type {conn.msgtype}, expected {ACTION} or {TWIST}")
                 ep.commands.append((conn.msgtype, s, a))
-        return cams, frames, episodes
+        return cams, frames, episodes, labels
     finally:
         reader.close()
 
 
-def _pair(bag, cams, frames, ep, max_skew_ns):
-    """(images per camera, joints, actions) of one episode; every command with the frames it was computed from."""
+def _pair(bag, cams, frames, ep, max_skew_ns, labels=None):
+    """(images per camera, joints, actions) of one episode; every command with the frames it was computed from
+    (and, with `labels`, the teacher's action for those frames instead of the one executed)."""
     stamps = sorted(s for s, f in frames.items() if "joints" in f)
     images = {c: [] for c in cams}
     joints, actions = [], []
@@ -133,6 +142,11 @@ def _pair(bag, cams, frames, ep, max_skew_ns):
                                    f"command stamped {base}: the cameras cannot be synchronized")
                 img = frames[min(near, key=lambda t: abs(t - base))][c]
             images[c].append(img)
+        if labels is not None:
+            if base not in labels:
+                raise BagError(f"bag {bag}: episode {ep.task!r}: the bag has the teacher's actions but none for the "
+                               f"step stamped {base}")
+            a = labels[base]
         joints.append(frames[base]["joints"])
         actions.append(a)
     return images, np.stack(joints), np.stack(actions)
@@ -140,13 +154,15 @@ def _pair(bag, cams, frames, ep, max_skew_ns):
 
 def convert(bags, out, cameras=None, proprio_topic="/joint_states",
             action_topics=COMMAND_TOPICS,
-            events_topic="/libero_bridge/events", period_s=0.05, max_skew_s=0.02, keep_failed=False) -> dict:
+            events_topic="/libero_bridge/events", period_s=0.05, max_skew_s=0.02, keep_failed=False,
+            label_topic=LABELS) -> dict:
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"episodes": 0, "dropped_unsuccessful": 0, "abandoned": 0, "frames": 0, "tasks": {}}
     names = None
     for bag in bags:
-        cams, frames, episodes = _read_bag(bag, cameras, proprio_topic, action_topics, events_topic, period_s)
+        cams, frames, episodes, labels = _read_bag(bag, cameras, proprio_topic, action_topics, events_topic,
+                                                   period_s, label_topic)
         bag_names = [camera_name(c) for c in cams]
         if names is not None and bag_names != names:
             raise BagError(f"bag {bag}: cameras {bag_names} differ from the earlier bags' {names}")
@@ -161,7 +177,7 @@ def convert(bags, out, cameras=None, proprio_topic="/joint_states",
             if not ep.success and not keep_failed:
                 report["dropped_unsuccessful"] += 1
                 continue
-            images, joints, actions = _pair(bag, cams, frames, ep, int(max_skew_s * 1e9))
+            images, joints, actions = _pair(bag, cams, frames, ep, int(max_skew_s * 1e9), labels)
             write_camera_demo(out / f"{ep.task}.hdf5", {n: np.stack(images[c]) for c, n in zip(cams, names)},
                               joints, actions, {"language_instruction": ep.instruction, "task": ep.task,
                                                 "success": bool(ep.success), "source": str(bag),
@@ -188,10 +204,12 @@ def main(argv=None) -> int:
     ap.add_argument("--period", type=float, default=0.05, help="control period in seconds (twist -> delta)")
     ap.add_argument("--max-skew", type=float, default=0.02, help="seconds between one step's camera frames")
     ap.add_argument("--keep-failed", action="store_true", help="keep unsuccessful attempts (marked success=False)")
+    ap.add_argument("--label-topic", default=LABELS,
+                    help="the teacher's intended actions, used instead of the executed ones when recorded ('' = never)")
     args = ap.parse_args(argv)
     try:
         report = convert(args.bags, args.out, args.cameras, args.proprio_topic, args.action_topics,
-                         args.events_topic, args.period, args.max_skew, args.keep_failed)
+                         args.events_topic, args.period, args.max_skew, args.keep_failed, args.label_topic)
     except (BagError, OSError, ValueError) as exc:
         print(f"hypervla bag-to-dataset: error: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,8 @@
 For each task and init state it sets the bridge's init_index, publishes the task's instruction (the bridge
 resets), then answers every frame with an EndEffectorAction from a scripted expert (hypervla_core.
 libero_experts) computed on a shadow copy of the scene (the bridge's privileged ~/sim_state, physics only).
+With `noise` the action sent is pushed off course (DART-style, hypervla_core.libero_experts.Push) and the
+expert's clean action goes to ~/expert_action with the same stamp, which bag-to-dataset records as the action.
 An expert that runs out of phases before the goal gives up with ~/reset: the bridge marks the attempt
 aborted, and bag-to-dataset drops it. Record the bag with `record` meanwhile.
 """
@@ -12,7 +14,8 @@ import json
 
 import numpy as np
 from hypervla_core.libero_env import LiberoArm, LiberoConfig
-from hypervla_core.libero_experts import PLANS, Expert
+from hypervla_core.libero_data import expert_noise
+from hypervla_core.libero_experts import PLANS, Expert, Push
 from rcl_interfaces.srv import SetParameters
 from rclpy.node import Node
 from std_msgs.msg import String
@@ -31,8 +34,9 @@ SCHEMA = {
     "episodes_per_task": ("attempts per task, init states first_init, first_init + 1, ...", (1, 10000)),
     "first_init": ("init index of each task's first attempt (from 1000: sampled placements, never the standard "
                    "initial states evaluation uses)", (0, 10**9)),
-    "noise": ("std of noise added to the expert's translation (m per step)", (0.0, 0.05)),
-    "seed": ("noise seed", (0, 2**31)),
+    "noise": ("std of the push on the executed translation (m per step; a goal's expert_noise in "
+              "config/libero_tasks.yaml overrides it), as gen-data --noise", (0.0, 0.05)),
+    "seed": ("noise seed (each task draws from [seed, task index], as gen-data)", (0, 2**31)),
     "instruction_topic": ("std_msgs/String instruction output", None),
     "action_topic": ("hypervla_msgs/EndEffectorAction output", None),
     "exit_when_done": ("shut down after the last attempt", None),
@@ -49,12 +53,13 @@ class DemonstratorNode(Node):
         if unknown:
             raise ValueError(f"no scripted expert for {unknown}; scripted: {sorted(PLANS)}")
         self.queue = [(t, p["first_init"] + k) for t in tasks for k in range(p["episodes_per_task"])]
-        self.rng = np.random.default_rng(p["seed"])
+        self.rngs: dict[str, np.random.Generator] = {}
         self.expert = None
         self.attempt = None
         self.results: list[dict] = []
         bridge = p["bridge"]
         self.action_pub = self.create_publisher(EndEffectorAction, p["action_topic"], 1)
+        self.label_pub = self.create_publisher(EndEffectorAction, "~/expert_action", 10)
         self.instruction_pub = self.create_publisher(String, p["instruction_topic"], LATCHED)
         self.create_subscription(String, f"/{bridge}/sim_state", self.on_state, 1)
         self.create_subscription(String, f"/{bridge}/events", self.on_event, LATCHED)
@@ -86,8 +91,11 @@ class DemonstratorNode(Node):
         if event["event"] == "reset" and event.get("task") == a["task"] and event.get("init_index") == a["init_index"]:
             a["started"] = True
             self.shadow.set_task(a["task"])
-            self.expert = Expert(self.shadow, a["task"], self.rng, self.p["noise"])
-            self.last = (None, None)  # (sim time, action) of the last decision
+            self.expert = Expert(self.shadow, a["task"])
+            rng = self.rngs.setdefault(a["task"], np.random.default_rng([self.p["seed"],
+                                                                         self.shadow.task_index_of(a["task"])]))
+            self.push = Push(expert_noise(a["task"], self.p["noise"]), rng)
+            self.last = (None, None, None)  # (sim time, clean action, executed action) of the last decision
         elif event["event"] != "reset" and a["started"]:
             self.results.append({**a, "success": bool(event.get("success")), "event": event["event"]})
             self.get_logger().info(f"{a['task']} init {a['init_index']}: {event['event']}")
@@ -101,7 +109,7 @@ class DemonstratorNode(Node):
             return
         sim_time = body["state"][0]
         if sim_time == self.last[0]:  # the bridge re-sent a frame while waiting: same scene, same decision
-            action = self.last[1]
+            _, action, executed = self.last
         else:
             obs = self.shadow.load_state(body["state"], fixtures=body["fixtures"])
             if self.expert.done:  # out of phases without the goal: give up (the bridge marks it aborted)
@@ -109,8 +117,10 @@ class DemonstratorNode(Node):
                 self.reset_client.call_async(Trigger.Request())
                 return
             action = self.expert.act(obs)
-            self.last = (sim_time, action)
-        self.action_pub.publish(action_msg(action, body["stamp"], "demonstrator"))
+            executed = self.push(action)
+            self.last = (sim_time, action, executed)
+        self.label_pub.publish(action_msg(action, body["stamp"], "demonstrator"))
+        self.action_pub.publish(action_msg(executed, body["stamp"], "demonstrator"))
 
     def close(self) -> None:
         self.shadow.close()
