@@ -3,8 +3,8 @@
 Episodes are split at the bridge's episode events (reset ... success/timeout/aborted). The steps are the
 driver's record of executed steps (~/applied) when the bag has it, else the commands sent. A teacher that
 perturbs what it sends (the demonstrator with noise) publishes its intended action with the same stamp
-(/demonstrator/expert_action): when the bag has that topic, each step's action is the teacher's. Each is paired with
-the frame of every camera and the joint states it was computed from: an EndEffectorAction by its header stamp
+(/demonstrator/expert_action): when the bag has that topic, each step's action is the teacher's. Each step is
+paired with the frame of every camera and the joint states it was computed from: an EndEffectorAction by its header stamp
 (the frame's), a TwistStamped (a per-step delta once multiplied by the period) with the newest frame set
 stamped at or before it. Written per task: data/demo_k/obs/<camera>_rgb (T, H, W, 3), obs/joint_states,
 actions (T, 7), attrs language_instruction, task, success, source; the file records the cameras (in view order),
