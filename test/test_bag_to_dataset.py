@@ -18,14 +18,17 @@ from hypervla_msgs.msg import EndEffectorAction
 CAMS = ["/cameras/front/image_raw", "/cameras/wrist/image_raw"]
 
 
-def arm_bag(path, episodes=(("success", 4),), wrist_lag_ns=5_000_000, commands=True):
+def arm_bag(path, episodes=(("success", 4),), wrist_lag_ns=5_000_000, commands=True, labels=None):
     """Per episode: a reset event, then per step: joints + both cameras (the wrist `wrist_lag_ns` late) and the
-    action for that frame; then the end event."""
+    action for that frame; then the end event. With `labels` (a step -> bool), a perturbing teacher's intended
+    action too, for the steps it says (its translation.y = 1 + the step)."""
     w = open_writer(path)
     cams = [add_topic(w, t, "sensor_msgs/msg/Image", qos(False, False)) for t in CAMS]
     joints = add_topic(w, "/joint_states", "sensor_msgs/msg/JointState", qos(False, False))
     events = add_topic(w, "/libero_bridge/events", "std_msgs/msg/String", qos(True, True))
     act = add_topic(w, "/hypervla/action", "hypervla_msgs/msg/EndEffectorAction", qos(True, False))
+    label = labels and add_topic(w, "/demonstrator/expert_action", "hypervla_msgs/msg/EndEffectorAction",
+                                 qos(True, False))
     t = 1_700_000_000_000_000_000
     sent = []
     for e, (end, steps) in enumerate(episodes):
@@ -49,6 +52,9 @@ def arm_bag(path, episodes=(("success", 4),), wrist_lag_ns=5_000_000, commands=T
                 a.translation.x = 0.001 * (k + 1)
                 w.write(act, t + 2_000_000, serialize_message(a))
                 sent.append(a.translation.x)
+                if labels and labels(k):
+                    a.translation.y = 1.0 + k
+                    w.write(label, t + 1_000_000, serialize_message(a))
         w.write(events, t + 3_000_000, serialize_message(String(data=json.dumps(
             {"event": end, "success": end == "success"}))))
     w.close()
@@ -68,6 +74,21 @@ def test_episodes_split_and_cameras_paired_within_the_skew(tmp_path):
         assert [int(d["obs/wrist_rgb"][k, 0, 0, 0]) for k in range(4)] == [1, 11, 21, 31]
         assert [int(d["obs/front_rgb"][k, 0, 0, 0]) for k in range(4)] == [0, 10, 20, 30]
         assert f["data/demo_1"].attrs["init_index"] == 2
+
+
+def test_a_perturbing_teachers_intended_actions_are_kept(tmp_path):
+    arm_bag(tmp_path / "bag", labels=lambda k: True)
+    convert([tmp_path / "bag"], tmp_path / "ds")
+    with h5py.File(tmp_path / "ds" / "put_the_bowl_on_the_stove.hdf5") as f:
+        np.testing.assert_array_equal(f["data/demo_0/actions"][:, 1], [1, 2, 3, 4])
+    convert([tmp_path / "bag"], tmp_path / "executed", label_topic="")  # asked for what was executed instead
+    with h5py.File(tmp_path / "executed" / "put_the_bowl_on_the_stove.hdf5") as f:
+        np.testing.assert_array_equal(f["data/demo_0/actions"][:, 1], [0, 0, 0, 0])
+    # a step the teacher's record lacks is not filled in with the perturbed action: an error, nothing written
+    arm_bag(tmp_path / "gap", labels=lambda k: k != 2)
+    with pytest.raises(BagError, match="teacher's actions but none for the step"):
+        convert([tmp_path / "gap"], tmp_path / "ds_gap")
+    assert not list((tmp_path / "ds_gap").glob("*.hdf5"))
 
 
 def test_cameras_out_of_step_are_an_error(tmp_path):
