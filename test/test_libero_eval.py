@@ -72,6 +72,16 @@ def test_noisy_demonstrations_record_the_experts_clean_correction():
     assert np.abs(noisy - clean).max() > 1e-3
 
 
+def test_a_goal_sets_its_own_push():
+    from hypervla_core.libero_data import expert_noise
+
+    own = {t: spec["expert_noise"] for t, spec in TABLE["tasks"].items() if "expert_noise" in spec}
+    assert own and any(v == 0.0 for v in own.values())  # a goal can be kept clean under --noise
+    for task in TABLE["suites"]["libero_goal"]:
+        assert expert_noise(task, 0.01) == own.get(task, 0.01)
+        assert expert_noise(task, 0.0) == 0.0
+
+
 def test_sampled_placements_are_repeatable_and_not_the_standard_states(arm):
     def objects(init):
         return np.concatenate([v[:3] for v in arm.reset("put_the_bowl_on_the_stove", init).objects.values()])

@@ -23,8 +23,8 @@ from .sim import load_tasks, tasks_file
 
 
 def expert_noise(task: str, noise: float) -> float:
-    """The push for `task`: a goal whose expert fails too often when pushed sets its own (lower) expert_noise in
-    config/libero_tasks.yaml; no noise asked, none given."""
+    """The push for `task`: a goal may set its own (lower, or none) expert_noise in config/libero_tasks.yaml; no
+    noise asked, none given."""
     if not noise:
         return 0.0
     return float(load_tasks(tasks_file("libero_tasks.yaml"))["tasks"].get(task, {}).get("expert_noise", noise))
