@@ -65,7 +65,8 @@ def test_noisy_demonstrations_record_the_experts_clean_correction():
         expert = Expert(shadow, task)
         replayed = np.array([expert.act(shadow.load_state(s, task, arm.fixture_poses())) for s in states])
     finally:
-        arm.close(), shadow.close()
+        arm.close()
+        shadow.close()
     np.testing.assert_allclose(noisy, replayed, atol=1e-6)  # the labels are the expert's, noise-free
     # ... in states the noise moved: the hand is elsewhere than on the clean run by the end
     assert not np.allclose(np.array(clean_states[-1]), np.array(states[-1]))
