@@ -53,6 +53,7 @@ class DemonstratorNode(Node):
         if unknown:
             raise ValueError(f"no scripted expert for {unknown}; scripted: {sorted(PLANS)}")
         self.queue = [(t, p["first_init"] + k) for t in tasks for k in range(p["episodes_per_task"])]
+        self.noise = {t: expert_noise(t, p["noise"]) for t in tasks}  # read once, not at every attempt's reset
         self.rngs: dict[str, np.random.Generator] = {}
         self.expert = None
         self.attempt = None
@@ -94,7 +95,7 @@ class DemonstratorNode(Node):
             self.expert = Expert(self.shadow, a["task"])
             rng = self.rngs.setdefault(a["task"], np.random.default_rng([self.p["seed"],
                                                                          self.shadow.task_index_of(a["task"])]))
-            self.push = Push(expert_noise(a["task"], self.p["noise"]), rng)
+            self.push = Push(self.noise[a["task"]], rng)
             self.last = (None, None, None)  # (sim time, clean action, executed action) of the last decision
         elif event["event"] != "reset" and a["started"]:
             self.results.append({**a, "success": bool(event.get("success")), "event": event["event"]})
