@@ -149,7 +149,11 @@ BOWL_GRASP = (0.0, 0.047, 0.035)  # the rim wall on the +y side, fingers straddl
 # The neck, as high as the open fingers get: lower, they rest on the bottle's top and the hand stalls until the
 # phase times out, so the close came at no visible moment (0.10 before 2026-12-05: 33 still frames a demonstration).
 BOTTLE_GRASP = (0.0, 0.0, 0.125)
-CHEESE_GRASP = (0.0, 0.0, 0.012)
+# Grasp and push heights sit mid-window: the expert succeeds only within about a centimetre (cheese grasp 0.0 - 0.012
+# above the box's origin, 0.018 fails; plate push 0.905 - 0.915 m, 0.92 slips over the rim), and at the window's top
+# edge (0.012, 0.915 before 2026-12-06) a policy riding a few mm high missed the box or slid over the plate.
+CHEESE_GRASP = (0.0, 0.0, 0.006)
+PLATE_PUSH_Z = 0.91
 
 
 def _push(s: Scene, obj: str, goal: Callable, radius: float, z: float):
@@ -250,7 +254,7 @@ def _plans():
         "put_the_cream_cheese_in_the_bowl": lambda s: pick_place(
             lambda: s.obj("cream_cheese_1"), CHEESE_GRASP, lambda: s.obj("akita_black_bowl_1"), 0.07),
         "push_the_plate_to_the_front_of_the_stove": lambda s: _push(
-            s, "plate_1", lambda: s.site("main_table_stove_front_region"), 0.045, 0.915),
+            s, "plate_1", lambda: s.site("main_table_stove_front_region"), 0.045, PLATE_PUSH_Z),
         "turn_on_the_stove": _turn_on_stove,
         "open_the_middle_drawer_of_the_cabinet": lambda s: open_drawer(s, "wooden_cabinet_1_middle_level"),
         "open_the_top_drawer_and_put_the_bowl_inside": lambda s: [
