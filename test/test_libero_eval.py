@@ -52,6 +52,23 @@ def test_every_demonstrator_phase_ends_by_reaching_its_target(arm):
         assert act.expert.timed_out == [], (task, act.expert.timed_out)
 
 
+@pytest.mark.parametrize("task, height, margin", [
+    ("put_the_cream_cheese_in_the_bowl", "CHEESE_GRASP", 0.005),
+    ("push_the_plate_to_the_front_of_the_stove", "PLATE_PUSH_Z", 0.004)])
+def test_demonstrated_heights_leave_room_both_ways(arm, monkeypatch, task, height, margin):
+    """The cheese grasp and the plate push work within about a centimetre of height. Demonstrated at the window's
+    top edge, a policy a few mm high missed the box or slid over the plate's rim; mid-window, the expert itself
+    still succeeds moved `margin` either way."""
+    import hypervla_core.libero_experts as experts
+
+    base = getattr(experts, height)
+    for dz in (-margin, margin):
+        moved = (*base[:2], base[2] + dz) if isinstance(base, tuple) else base + dz
+        monkeypatch.setattr(experts, height, moved)
+        result = episode(arm, task, task, SAMPLED_INITS + 1, expert_of(arm, task), ["agentview"])
+        assert result["success"], (task, moved)
+
+
 def test_noisy_demonstrations_record_the_experts_clean_correction():
     """gen-data --noise (DART): the executed motion is pushed off course, the recorded action is what the expert
     asks for in the scene it is in, so the demonstrations teach the way back instead of the noise."""
