@@ -80,6 +80,32 @@ def test_the_bowl_leaves_the_top_drawer_open(arm):
         assert result["success"] and drawer < -0.11, (init, result["success"], drawer)
 
 
+def test_the_top_drawers_bowl_is_grasped_with_the_hand_turned_down(arm):
+    """Coming from the drawer's handle, the hand closed on the bowl still 0.4 - 0.7 rad from pointing down,
+    mid-turn: a moment a policy must time, and the model's fingers came down off the rim."""
+    from scipy.spatial.transform import Rotation
+
+    from hypervla_core.libero_experts import CLOSED, DOWN
+
+    task = "open_the_top_drawer_and_put_the_bowl_inside"
+    act, closes = expert_of(arm, task), []
+
+    def watched(image, obs):
+        action = act(image, obs)
+        if action[6] == CLOSED and (watched.grip != CLOSED):
+            closes.append((DOWN * Rotation.from_quat(obs.ee_quat).inv()).magnitude())
+        watched.grip = action[6]
+        return action
+
+    watched.grip = None
+    for init in (SAMPLED_INITS, SAMPLED_INITS + 2):
+        closes.clear()
+        result = episode(arm, task, task, init, watched, ["agentview"])
+        act.expert = None
+        assert result["success"] and len(closes) == 2, (init, result["success"], closes)
+        assert closes[1] < 0.2, (init, closes)  # the first close is on the handle, facing the cabinet
+
+
 def test_noisy_demonstrations_record_the_experts_clean_correction():
     """gen-data --noise (DART): the executed motion is pushed off course, the recorded action is what the expert
     asks for in the scene it is in, so the demonstrations teach the way back instead of the noise."""
