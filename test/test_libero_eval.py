@@ -92,7 +92,7 @@ def test_the_top_drawers_bowl_is_grasped_with_the_hand_turned_down(arm):
 
     def watched(image, obs):
         action = act(image, obs)
-        if action[6] == CLOSED and (watched.grip != CLOSED):
+        if action[6] == CLOSED and watched.grip != CLOSED:
             closes.append((DOWN * Rotation.from_quat(obs.ee_quat).inv()).magnitude())
         watched.grip = action[6]
         return action
