@@ -161,6 +161,16 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import compare_files, print_comparison
+
+    result = compare_files(args.before, args.after)
+    print_comparison(result)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_keygen(args) -> int:
     from .signing import keygen
 
@@ -281,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "config/libero_demo.yaml): what the robot would do; eval.json says how often it changed one")
     p.add_argument("--no-gifs", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="two evaluations of the same episodes, paired: per task the episodes gained "
+                       "and lost and an exact sign test")
+    p.add_argument("before", help="eval.json (or its folder)")
+    p.add_argument("after", help="eval.json (or its folder) of the same suite, seed and inits")
+    p.add_argument("--json", help="also write the comparison here")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("bag-to-dataset", add_help=False,
                        help="recorded demonstration bags -> HDF5 training set (see bag-to-dataset --help)")
