@@ -34,6 +34,9 @@ def test_set_overrides_the_recipe_and_refuses_what_it_cannot_place(tmp_path, cap
                                                                    "train.steps=2"]))
     assert model.lang_pool == "mean" and model.hn_layers == 1 and train.lr == 1e-4 and train.steps == 2
     assert train.batch_size == 8 and raw["train"]["steps"] == 2  # the rest of the recipe as the file says
+    # --set given twice: both apply (a second one used to drop the first silently)
+    model, train, _ = _configs(build_parser().parse_args(base + ["train.steps=3", "--set", "train.checkpoint_every=1"]))
+    assert train.steps == 3 and train.checkpoint_every == 1
     for bad, said in (("model.lang_pool", "model.KEY=VALUE"), ("optim.lr=1", "model.KEY=VALUE"),
                       ("model.bogus=1", "unknown model config keys"), ("train.lr=fast", "takes a number"),
                       ("model.lang_pool=true", "none, mean or both")):

@@ -189,7 +189,8 @@ def cmd_bag_to_dataset(args) -> int:
 
 
 THREADS_HELP = "torch threads (default: the config's; 1 is fastest on a busy 2-core machine)"
-SET_HELP = "override keys of the --config recipe, values read as YAML: model.lang_pool=mean train.steps=2000"
+SET_HELP = ("override keys of the --config recipe, values read as YAML: model.lang_pool=mean train.steps=2000 "
+            "(repeated --set add up)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-every", type=int)
     p.add_argument("--threads", type=int, help=THREADS_HELP)
-    p.add_argument("--set", nargs="+", metavar="SECTION.KEY=VALUE", help=SET_HELP)
+    p.add_argument("--set", nargs="+", action="extend", metavar="SECTION.KEY=VALUE", help=SET_HELP)
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
     p.add_argument("--tasks-file", default=None)
     p.set_defaults(func=cmd_train)
@@ -250,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "0 = none, the old tasks degrade)")
     p.add_argument("--out", required=True)
     p.add_argument("--config", default="config/finetune.yaml")
-    p.add_argument("--set", nargs="+", metavar="SECTION.KEY=VALUE", help=SET_HELP)
+    p.add_argument("--set", nargs="+", action="extend", metavar="SECTION.KEY=VALUE", help=SET_HELP)
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
