@@ -215,7 +215,7 @@ class MonolithicPolicy(nn.Module):
 
     def _last_layer_at_action_token(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """The last encoder layer (pre-LN, no dropout) at the action token only: the head reads nothing else, so
-        the other tokens' queries and MLPs there are skipped (about a fifth of the twin's compute)."""
+        the other tokens' queries and MLPs there are skipped (most of that layer's work)."""
         last = self.encoder.layers[-1]
         h = last.norm1(x)
         y = x[:, -1] + last.self_attn(h[:, -1:], h, h, key_padding_mask=pad, need_weights=False)[0][:, 0]
