@@ -58,3 +58,7 @@ def test_cli_error_on_a_file_that_is_not_a_report(tmp_path, capsys):
     bad.write_text("[1, 2]")
     assert main(["compare", str(bad), str(bad)]) != 0
     assert "not an eval report" in capsys.readouterr().err
+    # a report with per_task but no episodes in it (a demo's, or a comparison's own output)
+    other = str(RESULTS / "compare_libero_goal_twin_hv_s3000.json")
+    assert main(["compare", other, other]) != 0
+    assert "not an eval report" in capsys.readouterr().err

@@ -1,8 +1,8 @@
 """`hypervla compare`: two evaluations of the same episodes, episode by episode.
 
 Two success rates on the same initial states are paired samples: what tells them apart is the episodes one
-model succeeds in and the other fails (gained, lost), and an exact two-sided sign test on those. Every
-figure "A against B" in docs/results.md comes from here.
+model succeeds in and the other fails (gained, lost), and an exact two-sided sign test on those: the paired
+figures "A against B" in docs/results.md.
 """
 from __future__ import annotations
 
@@ -53,8 +53,10 @@ def compare_files(before: str, after: str) -> dict:
             report = json.loads(p.read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"{p} is not an eval report: {exc}") from None
-        if not isinstance(report, dict) or not isinstance(report.get("per_task"), dict):
-            raise ValueError(f"{p} is not an eval report (no per_task)")
+        per_task = report.get("per_task") if isinstance(report, dict) else None
+        if not isinstance(per_task, dict) or not all(isinstance(v, dict) and isinstance(v.get("successes"), list)
+                                                     for v in per_task.values()):
+            raise ValueError(f"{p} is not an eval report (no per-episode successes per task)")
         reports.append(report)
     return paired(*reports)
 

@@ -205,7 +205,8 @@ class MonolithicPolicy(nn.Module):
             valid.append(lang_mask.new_ones(bsz, 1))
         toks.append(self.act_tok.expand(bsz, 1, -1))
         valid.append(lang_mask.new_ones(bsz, 1))
-        x = torch.cat(toks, 1) + self.pos[: sum(t.shape[1] for t in toks)]
+        x = torch.cat(toks, 1)
+        x = x + self.pos[: x.shape[1]]
         pad = ~torch.cat(valid, 1)
         for layer in self.encoder.layers[:-1]:
             x = layer(x, src_key_padding_mask=pad)
